@@ -1,0 +1,41 @@
+# Developer entry points. `make test` and `make run` work on a fresh machine:
+# they create .venv and install the project with every extra first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXTRAS ?= edge,cloud,demo,dev
+# Tests and the local run read models from the data folder beside the checkout when it
+# exists; otherwise the product downloads them (by URL and sha256) into the XDG cache.
+SHARED_MODELS := $(abspath ../shared/models)
+ifneq ($(wildcard $(SHARED_MODELS)/yamnet_spectra_in.tflite),)
+export EARWITNESS_MODEL_DIR ?= $(SHARED_MODELS)
+endif
+
+.PHONY: install test lint run bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+run: install
+	$(VENV)/bin/earwitness models fetch
+	$(VENV)/bin/earwitness classify --generate siren --windows
+
+bench: install
+	$(PY) bench/bench_model.py
+	$(PY) bench/bench_frontend.py
+	$(PY) bench/bench_classify.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

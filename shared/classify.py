@@ -1,0 +1,117 @@
+"""Classify whole audio files: per-window top-k plus a clip-level summary."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from shared import audio
+from shared.errors import EarwitnessError
+from shared.labels import ClassMap
+from shared.runner import YamnetModel
+
+
+@dataclass(frozen=True)
+class Label:
+    index: int
+    mid: str
+    name: str
+    score: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "mid": self.mid, "name": self.name, "score": self.score}
+
+
+@dataclass
+class FileResult:
+    path: str
+    duration_s: float
+    windows: list[tuple[float, list[Label]]] = field(default_factory=list)
+    mean_scores: npt.NDArray[np.float32] | None = None
+    max_scores: npt.NDArray[np.float32] | None = None
+    summary_mean: list[Label] = field(default_factory=list)
+    summary_max: list[Label] = field(default_factory=list)
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"path": self.path, "error": self.error}
+        return {
+            "path": self.path,
+            "duration_s": round(self.duration_s, 3),
+            "windows": [
+                {"start_s": round(t, 2), "top": [lbl.as_dict() for lbl in top]}
+                for t, top in self.windows
+            ],
+            "summary": {
+                "mean": [lbl.as_dict() for lbl in self.summary_mean],
+                "max": [lbl.as_dict() for lbl in self.summary_max],
+            },
+        }
+
+
+def _labels(class_map: ClassMap, scores: npt.NDArray[np.float32], k: int) -> list[Label]:
+    return [Label(c.index, c.mid, c.name, round(s, 4)) for c, s in class_map.top_k(scores, k)]
+
+
+def classify_waveform(
+    model: YamnetModel, class_map: ClassMap, waveform: audio.Waveform, path: str, top_k: int
+) -> FileResult:
+    results = model.classify(waveform)
+    scores = np.stack([r.scores for r in results])
+    mean = scores.mean(axis=0)
+    peak = scores.max(axis=0)
+    return FileResult(
+        path=path,
+        duration_s=waveform.size / audio.SAMPLE_RATE,
+        windows=[(r.start_seconds, _labels(class_map, r.scores, top_k)) for r in results],
+        mean_scores=mean,
+        max_scores=peak,
+        summary_mean=_labels(class_map, mean, top_k),
+        summary_max=_labels(class_map, peak, top_k),
+    )
+
+
+def classify_file(model: YamnetModel, class_map: ClassMap, path: Path, top_k: int) -> FileResult:
+    return classify_waveform(model, class_map, audio.load(path), str(path), top_k)
+
+
+def iter_decoded(
+    paths: list[Path], threads: int = 1
+) -> Iterator[tuple[Path, audio.Waveform | EarwitnessError]]:
+    """Decode files in order; with ``threads`` > 0, decode ahead in background threads.
+
+    libsndfile and soxr release the GIL, so decoding the next file overlaps inference on
+    the current one. Look-ahead is bounded to ``threads + 1`` files to bound memory.
+    """
+
+    def load(path: Path) -> audio.Waveform | EarwitnessError:
+        try:
+            return audio.load(path)
+        except EarwitnessError as exc:
+            return exc
+
+    if threads <= 0:
+        for path in paths:
+            yield path, load(path)
+        return
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode") as pool:
+        pending: deque[tuple[Path, Future[audio.Waveform | EarwitnessError]]] = deque()
+        it = iter(paths)
+        for path in it:
+            pending.append((path, pool.submit(load, path)))
+            if len(pending) > threads:
+                break
+        while pending:
+            path, future = pending.popleft()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(load, nxt)))
+            yield path, future.result()

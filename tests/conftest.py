@@ -1,0 +1,58 @@
+"""Shared fixtures. Real model files come from ../shared (never copied into the repo)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("EARWITNESS_SHARED", REPO.parent / "shared")).resolve()
+MODELS = SHARED / "models"
+ESC50 = SHARED / "audio" / "esc50"
+SPEECH = SHARED / "audio" / "speech"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A missing data folder must fail the run, not skip tests: CI would otherwise go green
+    # without ever running the model.
+    if not (MODELS / "yamnet_spectra_in.tflite").is_file():
+        raise pytest.UsageError(
+            f"model files not found in {MODELS}: tests need ../shared (or $EARWITNESS_SHARED)"
+        )
+    os.environ.setdefault("EARWITNESS_MODEL_DIR", str(MODELS))
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    return MODELS
+
+
+@pytest.fixture(scope="session")
+def patch_model():  # type: ignore[no-untyped-def]
+    from shared.runner import YamnetModel
+
+    return YamnetModel.load("yamnet-int8", MODELS)
+
+
+@pytest.fixture(scope="session")
+def waveform_model():  # type: ignore[no-untyped-def]
+    from shared.runner import YamnetModel
+
+    return YamnetModel.load("yamnet-waveform", MODELS)
+
+
+@pytest.fixture(scope="session")
+def class_map():  # type: ignore[no-untyped-def]
+    from shared.labels import ClassMap
+
+    return ClassMap.load(MODELS / "yamnet_class_map.csv")
+
+
+@pytest.fixture(scope="session")
+def test_audio():  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    raw = np.fromfile(MODELS / "yamnet_test_audio.bin", dtype="<i2")
+    return raw.astype(np.float32) / 32768.0
