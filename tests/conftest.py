@@ -56,3 +56,33 @@ def test_audio():  # type: ignore[no-untyped-def]
 
     raw = np.fromfile(MODELS / "yamnet_test_audio.bin", dtype="<i2")
     return raw.astype(np.float32) / 32768.0
+
+
+@pytest.fixture(params=["sqlite", "mariadb"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A migrated, empty database: SQLite file, or a fresh database on the real MariaDB."""
+    from cloud.db.engine import make_engine
+    from cloud.db.migrate import upgrade
+    from tests.services import mariadb_database
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'test.db'}"
+        engine = make_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        yield url
+        return
+    with mariadb_database() as url:
+        engine = make_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        yield url
+
+
+@pytest.fixture
+def engine(db_url: str):  # type: ignore[no-untyped-def]
+    from cloud.db.engine import make_engine
+
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()

@@ -1,0 +1,121 @@
+"""Cloud subcommands: ingest, db. Heavy imports happen inside the handlers."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("earwitness.cloud")
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from cloud.settings import load_settings
+
+    settings = load_settings(args.config)
+    updates: dict[str, Any] = {}
+    if getattr(args, "database_url", None):
+        updates["database_url"] = args.database_url
+    if updates:
+        settings = settings.model_copy(update=updates)
+    return settings
+
+
+def _engine(settings: Any) -> Any:
+    from cloud.db.engine import make_engine
+
+    return make_engine(settings.resolved_database_url())
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: Any) -> None:
+        log.info("signal %d: shutting down", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    while not stop.wait(1.0):
+        pass
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from cloud.clipstore import open_store
+    from cloud.db.migrate import is_current
+    from cloud.ingest.consumer import IngestService
+    from shared.errors import ConfigError
+
+    settings = _settings(args)
+    if args.validate_config:
+        print("configuration OK")
+        return 0
+    engine = _engine(settings)
+    if not is_current(engine):
+        raise ConfigError(
+            "database schema is not at the latest migration: run `earwitness db upgrade` first"
+        )
+    store = open_store(settings.clips.url, settings.clips.s3_endpoint)
+    service = IngestService(settings, engine, store)
+    service.start()
+    _wait_for_signal()
+    service.stop()
+    return 0
+
+
+def _cmd_db(args: argparse.Namespace) -> int:
+    from cloud.db import migrate
+
+    settings = _settings(args)
+    engine = _engine(settings)
+    if args.action == "upgrade":
+        migrate.upgrade(engine, args.revision or "head")
+        print(f"database at revision {migrate.current(engine)}")
+    elif args.action == "downgrade":
+        migrate.downgrade(engine, args.revision or "-1")
+        print(f"database at revision {migrate.current(engine)}")
+    elif args.action == "current":
+        print(f"current {migrate.current(engine)}, head {migrate.head()}")
+    elif args.action == "prune":
+        from cloud.clipstore import open_store
+        from cloud.prune import parse_age, prune
+
+        try:
+            age = parse_age(args.older_than)
+        except ValueError as exc:
+            print(f"error: --older-than: {exc}", file=sys.stderr)
+            return 2
+        store = open_store(settings.clips.url, settings.clips.s3_endpoint)
+        counts = prune(
+            engine,
+            age,
+            store,
+            args.batch,
+            progress=lambda table, n: print(f"{table}: deleted {n} rows", file=sys.stderr),
+        )
+        print(", ".join(f"{t} {n}" for t, n in counts.items()))
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, default=None, help="YAML settings file")
+    p.add_argument("--database-url", default=None, help="SQLAlchemy URL (overrides settings)")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("ingest", help="consume device messages from MQTT into the database")
+    _common(p)
+    p.add_argument("--validate-config", action="store_true", help="check settings and exit")
+    p.set_defaults(handler=_cmd_ingest)
+
+    p = sub.add_parser("db", help="database migrations and maintenance")
+    p.add_argument("action", choices=["upgrade", "downgrade", "current", "prune"])
+    p.add_argument("revision", nargs="?", default=None, help="target revision (upgrade/downgrade)")
+    p.add_argument("--older-than", default="90d", help="prune: age of rows to delete (90d, 12h)")
+    p.add_argument("--batch", type=int, default=5000, help="prune: rows per delete")
+    _common(p)
+    p.set_defaults(handler=_cmd_db)

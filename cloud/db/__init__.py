@@ -1,0 +1,1 @@
+"""Database: typed models, engine setup, Alembic migrations (MySQL/MariaDB and SQLite)."""

@@ -1,0 +1,296 @@
+"""SQLAlchemy 2.0 typed models: the schema users query directly (see docs/database.md).
+
+High-volume tables carry no foreign keys: they would cost an index lookup per row at
+10,000 rows/s and the ingest path already guarantees the device row exists.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import (
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from cloud.db.types import MYSQL_TABLE_ARGS, BigId, Blob, Json, UtcDateTime
+
+ID_LEN = 64  # site / device / message ids, see shared.topics.ID_PATTERN
+LABEL_LEN = 128
+MODEL_LEN = 80
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def table_of(model: type[Base]) -> Table:
+    """The Core table of a mapped class, typed as a Table for insert()/update()."""
+    return cast(Table, model.__table__)
+
+
+class Device(Base):
+    __tablename__ = "devices"
+    __table_args__ = (Index("ix_devices_site", "site"), MYSQL_TABLE_ARGS)
+
+    id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    site: Mapped[str] = mapped_column(String(ID_LEN))
+    name: Mapped[str | None] = mapped_column(String(128))
+    lat: Mapped[float | None] = mapped_column(Float(precision=53))
+    lon: Mapped[float | None] = mapped_column(Float(precision=53))
+    model_id: Mapped[str | None] = mapped_column(String(MODEL_LEN))
+    software_version: Mapped[str | None] = mapped_column(String(40))
+    first_seen: Mapped[datetime] = mapped_column(UtcDateTime())
+    last_seen: Mapped[datetime] = mapped_column(UtcDateTime())
+    online: Mapped[bool] = mapped_column(Boolean, default=False)
+    status_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    config_error: Mapped[str | None] = mapped_column(Text)
+    last_heartbeat: Mapped[dict[str, Any] | None] = mapped_column(Json)
+
+
+class Inference(Base):
+    """One row per analysis window the device published."""
+
+    __tablename__ = "inferences"
+    __table_args__ = (
+        Index("ix_inferences_device_time", "device_id", "window_start"),
+        Index("ix_inferences_label_time", "label", "window_start"),
+        Index("ix_inferences_time", "window_start"),
+        Index("ix_inferences_group_time", "top_group", "window_start"),
+        MYSQL_TABLE_ARGS,
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(String(ID_LEN), unique=True)
+    device_id: Mapped[str] = mapped_column(String(ID_LEN))
+    site: Mapped[str] = mapped_column(String(ID_LEN))
+    seq: Mapped[int] = mapped_column(BigId)
+    window_start: Mapped[datetime] = mapped_column(UtcDateTime())
+    window_s: Mapped[float] = mapped_column(Float)
+    label: Mapped[str] = mapped_column(String(LABEL_LEN))
+    label_index: Mapped[int] = mapped_column(SmallInteger)
+    label_mid: Mapped[str] = mapped_column(String(32))
+    score: Mapped[float] = mapped_column(Float)
+    top_group: Mapped[str | None] = mapped_column(String(ID_LEN))
+    top_group_score: Mapped[float | None] = mapped_column(Float)
+    top_k: Mapped[list[dict[str, Any]]] = mapped_column(Json)
+    group_scores: Mapped[dict[str, float]] = mapped_column(Json)
+    custom: Mapped[dict[str, float] | None] = mapped_column(Json)
+    dbfs: Mapped[float] = mapped_column(Float)
+    leq_dbfs: Mapped[float | None] = mapped_column(Float)
+    inference_ms: Mapped[float] = mapped_column(Float)
+    model_id: Mapped[str] = mapped_column(String(MODEL_LEN))
+    lat: Mapped[float | None] = mapped_column(Float(precision=53))
+    lon: Mapped[float | None] = mapped_column(Float(precision=53))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # Filled later by the second-opinion worker (the prototype's `second_inference`).
+    second_label: Mapped[str | None] = mapped_column(String(LABEL_LEN))
+    second_score: Mapped[float | None] = mapped_column(Float)
+    second_agree: Mapped[bool | None] = mapped_column(Boolean)
+    # Human review from the web UI: True = correct, False = wrong.
+    review: Mapped[bool | None] = mapped_column(Boolean)
+
+
+class Event(Base):
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_device_time", "device_id", "started_at"),
+        Index("ix_events_label_time", "label", "started_at"),
+        Index("ix_events_event", "event_id"),
+        MYSQL_TABLE_ARGS,
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(String(ID_LEN), unique=True)
+    event_id: Mapped[str] = mapped_column(String(ID_LEN))
+    device_id: Mapped[str] = mapped_column(String(ID_LEN))
+    site: Mapped[str] = mapped_column(String(ID_LEN))
+    seq: Mapped[int] = mapped_column(BigId)
+    phase: Mapped[str] = mapped_column(String(8))
+    label: Mapped[str] = mapped_column(String(LABEL_LEN))
+    group_name: Mapped[str | None] = mapped_column(String(ID_LEN))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    duration_s: Mapped[float] = mapped_column(Float)
+    peak_score: Mapped[float] = mapped_column(Float)
+    windows: Mapped[int] = mapped_column(Integer)
+    peak_dbfs: Mapped[float] = mapped_column(Float)
+    lat: Mapped[float | None] = mapped_column(Float(precision=53))
+    lon: Mapped[float | None] = mapped_column(Float(precision=53))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class Clip(Base):
+    """Clip metadata; the audio itself is in the clip store under ``storage_key``.
+
+    Also the second-opinion work queue: ``status`` pending -> claimed -> done | failed.
+    """
+
+    __tablename__ = "clips"
+    __table_args__ = (
+        Index("ix_clips_device_time", "device_id", "started_at"),
+        Index("ix_clips_queue", "status", "lease_until"),
+        MYSQL_TABLE_ARGS,
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(String(ID_LEN), unique=True)
+    clip_id: Mapped[str] = mapped_column(String(ID_LEN), unique=True)
+    device_id: Mapped[str] = mapped_column(String(ID_LEN))
+    site: Mapped[str] = mapped_column(String(ID_LEN))
+    seq: Mapped[int] = mapped_column(BigId)
+    reason: Mapped[str] = mapped_column(String(16))
+    event_id: Mapped[str | None] = mapped_column(String(ID_LEN))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    window_start: Mapped[datetime] = mapped_column(UtcDateTime())
+    duration_s: Mapped[float] = mapped_column(Float)
+    sample_rate: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    storage_key: Mapped[str] = mapped_column(String(255))
+    edge_label: Mapped[str] = mapped_column(String(LABEL_LEN))
+    edge_label_index: Mapped[int] = mapped_column(SmallInteger)
+    edge_score: Mapped[float] = mapped_column(Float)
+    edge_top_k: Mapped[list[dict[str, Any]]] = mapped_column(Json)
+    edge_groups: Mapped[dict[str, float]] = mapped_column(Json)
+    model_id: Mapped[str] = mapped_column(String(MODEL_LEN))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    worker: Mapped[str | None] = mapped_column(String(128))
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class SecondOpinion(Base):
+    __tablename__ = "second_opinions"
+    __table_args__ = (
+        UniqueConstraint("clip_id", "backend", name="uq_second_opinions_clip_backend"),
+        Index("ix_second_opinions_edge_label", "edge_label"),
+        MYSQL_TABLE_ARGS,
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    clip_id: Mapped[int] = mapped_column(ForeignKey("clips.id", ondelete="CASCADE"))
+    device_id: Mapped[str] = mapped_column(String(ID_LEN))
+    backend: Mapped[str] = mapped_column(String(32))
+    model_id: Mapped[str] = mapped_column(String(MODEL_LEN))
+    label: Mapped[str] = mapped_column(String(LABEL_LEN))
+    label_index: Mapped[int | None] = mapped_column(SmallInteger)
+    score: Mapped[float] = mapped_column(Float)
+    group_scores: Mapped[dict[str, float]] = mapped_column(Json)
+    edge_label: Mapped[str] = mapped_column(String(LABEL_LEN))
+    edge_score: Mapped[float] = mapped_column(Float)
+    edge_group: Mapped[str | None] = mapped_column(String(ID_LEN))
+    top1_agree: Mapped[bool] = mapped_column(Boolean)
+    group_agree: Mapped[bool | None] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class Heartbeat(Base):
+    __tablename__ = "heartbeats"
+    __table_args__ = (Index("ix_heartbeats_device_time", "device_id", "ts"), MYSQL_TABLE_ARGS)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(String(ID_LEN), unique=True)
+    device_id: Mapped[str] = mapped_column(String(ID_LEN))
+    seq: Mapped[int] = mapped_column(BigId)
+    ts: Mapped[datetime] = mapped_column(UtcDateTime())
+    uptime_s: Mapped[float] = mapped_column(Float)
+    windows_dropped: Mapped[int] = mapped_column(BigId)
+    outbox_rows: Mapped[int] = mapped_column(BigId)
+    outbox_dropped: Mapped[int] = mapped_column(BigId)
+    clips_blocked_privacy: Mapped[int] = mapped_column(BigId)
+    cpu_temp_c: Mapped[float | None] = mapped_column(Float)
+    payload: Mapped[dict[str, Any]] = mapped_column(Json)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class DeadLetter(Base):
+    """Anything that could not be stored, with the reason: nothing vanishes silently."""
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (Index("ix_dead_letters_time", "received_at"), MYSQL_TABLE_ARGS)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    topic: Mapped[str] = mapped_column(String(255))
+    payload: Mapped[bytes] = mapped_column(Blob)
+    payload_size: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class AckWatermark(Base):
+    """Highest seq per device and outbox epoch below which everything is committed."""
+
+    __tablename__ = "ack_watermarks"
+    __table_args__ = (MYSQL_TABLE_ARGS,)
+
+    device_id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    epoch: Mapped[str] = mapped_column(String(32), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigId, default=-1)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class PendingSeq(Base):
+    """Committed seqs above the watermark (arrived out of order); gone once contiguous."""
+
+    __tablename__ = "pending_seqs"
+    __table_args__ = (MYSQL_TABLE_ARGS,)
+
+    device_id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    epoch: Mapped[str] = mapped_column(String(32), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+    __table_args__ = (MYSQL_TABLE_ARGS,)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    last_used: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Review(Base):
+    """A person's verdict on a detection (web UI, admin scope)."""
+
+    __tablename__ = "reviews"
+    __table_args__ = (Index("ix_reviews_inference", "inference_id"), MYSQL_TABLE_ARGS)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    inference_id: Mapped[int] = mapped_column(BigId)
+    correct: Mapped[bool] = mapped_column(Boolean)
+    reviewer: Mapped[str] = mapped_column(String(128))
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+AUDIO_INGESTION_VIEW = """
+CREATE VIEW audio_ingestion AS
+SELECT
+    i.id AS id,
+    i.label AS inference,
+    i.second_label AS second_inference,
+    i.inference_ms AS inference_yamnet_time,
+    i.lat AS lat,
+    i.lon AS `long`,
+    i.window_start AS sensor_current_time,
+    i.received_at AS `datetime`,
+    i.device_id AS device_id
+FROM inferences i
+"""
+"""The original prototype's table, as a view, so existing queries keep working."""

@@ -1,0 +1,1 @@
+"""MQTT -> database ingest: validation, batching, idempotent writes, ack watermarks."""

@@ -1,0 +1,237 @@
+"""`earwitness ingest`: MQTT v5 shared subscription -> batched, idempotent database writes.
+
+Messages are acknowledged to the broker (manual PUBACK) only after the transaction that
+stores them commits; a crash before that makes the broker redeliver them to the
+persistent session, and the unique message id absorbs the duplicate.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import paho.mqtt.client as paho
+from sqlalchemy import Engine, text
+
+from cloud.clipstore import ClipStore
+from cloud.ingest.writer import BatchWriter, Limits, Prepared, RawMessage, prepare
+from cloud.settings import CloudSettings
+from shared import topics
+from shared.messages import AckMessage
+from shared.metrics import HealthServer, Registry
+from shared.mqtt import MqttConnection
+
+log = logging.getLogger(__name__)
+
+DB_DOWN_BACKOFF_MAX_S = 10.0
+"""While the database is unreachable, retry the held batch at most this far apart."""
+
+
+@dataclass(frozen=True)
+class _Token:
+    mid: int
+    qos: int
+    generation: int  # MQTT connection the message arrived on
+
+
+class IngestService:
+    def __init__(self, settings: CloudSettings, engine: Engine, store: ClipStore) -> None:
+        self.settings = settings
+        self.cfg = settings.ingest
+        self.engine = engine
+        self.writer = BatchWriter(engine, self.cfg.max_retries)
+        self.limits = Limits(settings.clips.max_bytes, self.cfg.dead_letter_payload_bytes)
+        self.store = store
+        self.metrics = Registry("earwitness_ingest")
+        self._describe_metrics()
+        self._queue: queue.Queue[RawMessage] = queue.Queue()
+        self._stop = threading.Event()
+        self._generation = 0
+        self._gen_lock = threading.Lock()
+        self._db_ok = True
+        self._last_commit = time.monotonic()
+        self._latencies: deque[float] = deque(maxlen=1000)
+        client_id = self.cfg.client_id or f"ingest-{socket.gethostname()}-{os.getpid()}"
+        self.mqtt = MqttConnection(
+            settings.mqtt,
+            client_id,
+            clean_start=False,
+            session_expiry_s=self.cfg.session_expiry_s,
+            receive_maximum=self.cfg.receive_maximum,
+            manual_ack=True,
+            max_inflight=1000,
+        )
+        self.mqtt.on_connect = self._on_connect
+        self.mqtt.on_message = self._on_message
+        self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
+        self._health: HealthServer | None = None
+
+    def _describe_metrics(self) -> None:
+        m = self.metrics
+        m.describe("messages_total", "counter", "messages received, by kind")
+        m.describe("rows_stored_total", "counter", "rows inserted")
+        m.describe("duplicates_total", "counter", "messages already stored (redeliveries)")
+        m.describe("dead_letters_total", "counter", "messages stored as dead letters")
+        m.describe("batches_total", "counter", "committed batches")
+        m.describe("batch_seconds_sum", "counter", "time spent writing batches")
+        m.describe("batch_latency_p95_seconds", "gauge", "p95 batch write time, last 1000")
+        m.describe("lag_seconds", "gauge", "receive time minus device timestamp, last batch max")
+        m.describe("queue_depth", "gauge", "messages received but not yet written")
+        m.describe("db_retries_total", "counter", "batch retries after transient DB errors")
+        m.gauge_callback("queue_depth", self._queue.qsize)
+
+    # -- lifecycle ----------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+        self.mqtt.start()
+        if self.cfg.health_port:
+            self._health = HealthServer(
+                self.cfg.health_host, self.cfg.health_port, self.metrics, self.health
+            )
+            self._health.start()
+        log.info(
+            "ingest started: group %s, batch %d rows / %d ms",
+            self.cfg.group,
+            self.cfg.batch_size,
+            self.cfg.batch_ms,
+        )
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Write and acknowledge what is queued, then disconnect."""
+        self._stop.set()
+        self._thread.join(timeout_s)
+        self.mqtt.stop()
+        if self._health:
+            self._health.stop()
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        connected = self.mqtt.connected.is_set()
+        return connected and self._db_ok, {
+            "mqtt": connected,
+            "database": self._db_ok,
+            "queue_depth": self._queue.qsize(),
+            "seconds_since_commit": round(time.monotonic() - self._last_commit, 1),
+        }
+
+    # -- MQTT callbacks (network thread) -----------------------------------------
+    def _on_connect(self, conn: MqttConnection) -> None:
+        with self._gen_lock:
+            self._generation += 1
+        for site in self.cfg.sites or ["+"]:
+            for topic_filter in topics.uplink_filters(site):
+                conn.subscribe(topics.shared_subscription(self.cfg.group, topic_filter), qos=1)
+        log.info("subscribed (group %s, sites %s)", self.cfg.group, self.cfg.sites or "all")
+
+    def _on_message(self, msg: paho.MQTTMessage) -> None:
+        with self._gen_lock:
+            generation = self._generation
+        self._queue.put(
+            RawMessage(
+                topic=msg.topic,
+                payload=bytes(msg.payload),  # size bounded by the broker's limit
+                received=datetime.now(UTC),
+                token=_Token(msg.mid, msg.qos, generation),
+            )
+        )
+
+    # -- writer thread ----------------------------------------------------------------
+    def _collect(self) -> list[RawMessage]:
+        batch: list[RawMessage] = []
+        deadline = None
+        while len(batch) < self.cfg.batch_size:
+            timeout = 0.2 if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                if batch or self._stop.is_set():
+                    break
+                continue
+            batch.append(item)
+            if deadline is None:
+                deadline = time.monotonic() + self.cfg.batch_ms / 1000
+        return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._collect()
+            if not batch:
+                if self._stop.is_set():
+                    return
+                continue
+            prepared = prepare(batch, self.store, self.limits)
+            self._write_until_done(prepared)
+            self._acknowledge(batch)
+
+    def _write_until_done(self, prepared: Prepared) -> None:
+        backoff = 0.2
+        while True:
+            t0 = time.perf_counter()
+            try:
+                result = self.writer.write(prepared)
+            except Exception as exc:  # database down: hold the batch, never drop it
+                self._db_ok = False
+                log.error(
+                    "batch not stored, will retry in %.1fs: %s",
+                    backoff,
+                    str(exc).splitlines()[0][:300],
+                )
+                if self._stop.wait(backoff) and backoff >= DB_DOWN_BACKOFF_MAX_S:
+                    return  # stopping while the DB is down: unacked, the broker keeps them
+                backoff = min(backoff * 2, DB_DOWN_BACKOFF_MAX_S)
+                continue
+            elapsed = time.perf_counter() - t0
+            self._db_ok = True
+            self._last_commit = time.monotonic()
+            self._record(result.kinds, result, elapsed)
+            self._publish_acks(result.watermarks)
+            return
+
+    def _record(self, kinds: dict[str, int], result: Any, elapsed: float) -> None:
+        m = self.metrics
+        for kind, n in kinds.items():
+            m.inc("messages_total", n, kind=kind)
+        m.inc("rows_stored_total", result.stored)
+        m.inc("duplicates_total", result.duplicates)
+        m.inc("dead_letters_total", result.dead_letters)
+        m.inc("batches_total")
+        m.inc("batch_seconds_sum", elapsed)
+        m.set("db_retries_total", self.writer.retries)
+        self._latencies.append(elapsed)
+        ordered = sorted(self._latencies)
+        m.set("batch_latency_p95_seconds", ordered[int(0.95 * (len(ordered) - 1))])
+        if result.lags_s:
+            m.set("lag_seconds", max(result.lags_s))
+
+    def _acknowledge(self, batch: list[RawMessage]) -> None:
+        with self._gen_lock:
+            generation = self._generation
+        for raw in batch:
+            token: _Token = raw.token
+            # A PUBACK for a message of an earlier connection would acknowledge an unrelated
+            # message on this one; those will be redelivered and deduplicated instead.
+            if token.qos > 0 and token.generation == generation:
+                self.mqtt.ack(token.mid, token.qos)
+
+    def _publish_acks(self, watermarks: dict[tuple[str, str, str], int]) -> None:
+        now = datetime.now(UTC)
+        for (site, device, epoch), seq in watermarks.items():
+            ack = AckMessage(epoch=epoch, seq=seq, ts=now)
+            self.mqtt.publish(
+                topics.topic(site, device, topics.Downlink.ACK),
+                ack.model_dump_json().encode(),
+                qos=1,
+                retain=True,
+            )
+
+
+def check_database(engine: Engine) -> None:
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))

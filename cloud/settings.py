@@ -1,0 +1,123 @@
+"""Cloud service settings: environment variables (``EARWITNESS_*``, nested with ``__``)
+and an optional YAML file. Outside development no default secret is accepted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from shared.config import MqttSettings, StrictModel, format_errors, load_yaml
+from shared.errors import ConfigError
+
+DEFAULT_SQLITE_URL = "sqlite:///var/earwitness.db"
+
+
+class IngestSettings(StrictModel):
+    group: str = Field(
+        "ingest", pattern=r"^[A-Za-z0-9_-]+$", description="shared-subscription group"
+    )
+    client_id: str | None = Field(
+        None, description="MQTT client id (default: ingest-<hostname>-<pid>)"
+    )
+    sites: list[str] | None = Field(
+        None, description="only these sites (default: all); one ingest per tenant or for tests"
+    )
+    session_expiry_s: int = Field(
+        7 * 24 * 3600,
+        ge=0,
+        description="how long the broker keeps our session and queues messages while we are down",
+    )
+    batch_size: int = Field(500, ge=1, le=10_000, description="rows per database transaction")
+    batch_ms: int = Field(100, ge=1, le=10_000, description="longest wait before a partial batch")
+    receive_maximum: int = Field(
+        20_000,
+        ge=20,
+        le=65_535,
+        description="unacknowledged messages the broker may send us (MQTT v5 Receive Maximum)",
+    )
+    max_retries: int = Field(
+        8, ge=0, description="retries of a batch on deadlock / lost connection"
+    )
+    health_host: str = "127.0.0.1"
+    health_port: int = Field(9102, ge=0, le=65535, description="/healthz and /metrics (0: off)")
+    dead_letter_payload_bytes: int = Field(
+        4096, ge=0, description="payload bytes kept per dead letter"
+    )
+
+
+class ClipStoreSettings(StrictModel):
+    url: str = Field(
+        "var/clips",
+        description="a directory (filesystem store) or s3://bucket/prefix (S3-compatible)",
+    )
+    s3_endpoint: str | None = Field(None, description="endpoint URL for MinIO / other S3 services")
+    max_bytes: int = Field(512 * 1024, ge=1024, description="largest clip accepted")
+
+
+class CloudSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="EARWITNESS_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    environment: Literal["development", "production"] = Field(
+        "development", description="production refuses anonymous MQTT and missing secrets"
+    )
+    database_url: str = Field(DEFAULT_SQLITE_URL, description="SQLAlchemy URL")
+    database_password_file: Path | None = Field(
+        None, description="file with the database password (inserted into database_url)"
+    )
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    clips: ClipStoreSettings = Field(default_factory=ClipStoreSettings)
+    api_secret: SecretStr | None = Field(None, description="reserved for signed web sessions")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first: a Kubernetes env var overrides the mounted config file
+        # (which arrives as init kwargs from load_settings).
+        return env_settings, init_settings, file_secret_settings
+
+    @model_validator(mode="after")
+    def _production_has_secrets(self) -> CloudSettings:
+        if self.environment == "production":
+            if self.mqtt.username is None or (
+                self.mqtt.password is None and self.mqtt.password_file is None
+            ):
+                raise ValueError("production needs mqtt.username and mqtt.password(_file)")
+            if self.database_url.startswith("sqlite"):
+                raise ValueError("production needs a MySQL/MariaDB database_url, not SQLite")
+        return self
+
+    def resolved_database_url(self) -> str:
+        if self.database_password_file is None:
+            return self.database_url
+        from sqlalchemy.engine import make_url
+
+        password = self.database_password_file.read_text(encoding="utf-8").strip()
+        return (
+            make_url(self.database_url).set(password=password).render_as_string(hide_password=False)
+        )
+
+
+def load_settings(path: Path | None = None) -> CloudSettings:
+    """Settings from an optional YAML file; environment variables override the file."""
+    if path is None:
+        try:
+            return CloudSettings()
+        except ValidationError as exc:
+            raise ConfigError(format_errors(exc, "environment (EARWITNESS_*)")) from exc
+    data, annotated = load_yaml(path)
+    try:
+        return CloudSettings(**data)
+    except ValidationError as exc:
+        raise ConfigError(format_errors(exc, str(path), annotated)) from exc

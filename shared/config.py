@@ -1,0 +1,133 @@
+"""Configuration helpers: YAML files validated by pydantic models with errors that point
+at the offending line, and MQTT connection settings shared by every service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from shared.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors: a typo in a config file must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class MqttSettings(StrictModel):
+    host: str = Field("127.0.0.1", description="broker host name or address")
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = Field(None, description="MQTT user (the device id on devices)")
+    password: SecretStr | None = Field(None, description="MQTT password; prefer password_file")
+    password_file: Path | None = Field(
+        None, description="file holding the password (a mounted Kubernetes Secret)"
+    )
+    tls: bool = Field(False, description="connect with TLS")
+    ca_file: Path | None = Field(None, description="CA bundle to verify the broker with")
+    cert_file: Path | None = Field(None, description="client certificate for mutual TLS")
+    key_file: Path | None = Field(None, description="client key for mutual TLS")
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    reconnect_min_s: float = Field(0.5, gt=0, description="first reconnect delay (jittered)")
+    reconnect_max_s: float = Field(30.0, gt=0, description="longest reconnect delay")
+
+    @model_validator(mode="after")
+    def _check(self) -> MqttSettings:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("set either password or password_file, not both")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
+        return self
+
+    def resolved_password(self) -> str | None:
+        if self.password_file is not None:
+            try:
+                return self.password_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"mqtt.password_file: cannot read {self.password_file}: {exc}"
+                ) from exc
+        return self.password.get_secret_value() if self.password else None
+
+
+class _LineLoader(yaml.SafeLoader):
+    """Remembers the line of every mapping key so validation errors can cite it."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
+    mapping: dict[str, Any] = {}
+    lines: dict[str, int] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in mapping:
+            raise ConfigError(f"line {key_node.start_mark.line + 1}: duplicate key '{key}'")
+        mapping[key] = loader.construct_object(value_node, deep=True)
+        lines[str(key)] = key_node.start_mark.line + 1
+    mapping["__lines__"] = lines
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _strip_lines(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _strip_lines(v) for k, v in data.items() if k != "__lines__"}
+    if isinstance(data, list):
+        return [_strip_lines(v) for v in data]
+    return data
+
+
+def _line_of(data: Any, loc: tuple[int | str, ...]) -> int | None:
+    line = None
+    node = data
+    for part in loc:
+        if isinstance(node, dict):
+            line = node.get("__lines__", {}).get(str(part), line)
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            break
+    return line
+
+
+def format_errors(exc: ValidationError, source: str, raw: Any = None) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        where = ".".join(str(p) for p in loc) or "<root>"
+        line = _line_of(raw, loc) if raw is not None else None
+        at = f"line {line}: " if line else ""
+        msg = "unknown key (check the spelling)" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"  {at}{where}: {msg}")
+    return "\n".join(lines)
+
+
+def load_yaml(path: Path) -> tuple[dict[str, Any], Any]:
+    """Parse a YAML file; returns (plain data, data annotated with key line numbers)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read configuration ({exc})") from exc
+    try:
+        annotated = yaml.load(text, Loader=_LineLoader) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(annotated, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return _strip_lines(annotated), annotated
+
+
+def validate(model: type[M], data: dict[str, Any], source: str, annotated: Any = None) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_errors(exc, source, annotated)) from exc

@@ -1,0 +1,265 @@
+"""Versioned message schemas shared by the edge agent and the cloud (see docs/protocol.md).
+
+Every device -> cloud message except ``status`` travels through the device's durable outbox
+and carries the outbox ``epoch`` and a per-device ``seq``: the cloud acknowledges the
+highest contiguous ``seq`` it has committed, per epoch, and the device deletes what is
+acknowledged. ``id`` is the idempotency key the database deduplicates on.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import itertools
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from shared.topics import ID_PATTERN, Kind, Topic, TopicError, parse
+
+SCHEMA_VERSION: Literal[1] = 1
+
+MAX_PAYLOAD_BYTES = 1_048_576
+"""Largest message accepted from the network (a clip with base64 audio fits with margin)."""
+MAX_CLIP_AUDIO_BYTES = 512 * 1024
+"""Largest FLAC clip: ~10 s of 16 kHz 16-bit audio compresses well below this."""
+MAX_TOP_K = 10
+MAX_GROUPS = 32
+
+DeviceId = Annotated[str, Field(pattern=f"^{ID_PATTERN}$")]
+MessageId = Annotated[str, Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+Score = Annotated[float, Field(ge=0.0, le=1.0)]
+Latitude = Annotated[float, Field(ge=-90.0, le=90.0)]
+Longitude = Annotated[float, Field(ge=-180.0, le=180.0)]
+Name = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def message_id(device: str, epoch: str, seq: int) -> str:
+    """Deterministic id, so a message re-sent from the outbox keeps its idempotency key."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"earwitness:{device}/{epoch}/{seq}").hex
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=False)
+
+
+class LabelScore(_Frozen):
+    index: int = Field(ge=0, le=10_000, description="class index in the model's class map")
+    mid: str = Field(max_length=32, description="AudioSet machine id, e.g. /m/03kmc9")
+    name: Name
+    score: Score
+
+
+class Location(_Frozen):
+    lat: Latitude
+    lon: Longitude
+
+
+class _Envelope(_Frozen):
+    v: Literal[1] = Field(SCHEMA_VERSION, description="schema version")
+    id: MessageId = Field(description="unique message id; the idempotency key")
+    site: DeviceId
+    device: DeviceId
+    ts: datetime = Field(description="when the device created the message (UTC)")
+
+    @field_validator("ts")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("timestamp must carry a UTC offset")
+        return value.astimezone(UTC)
+
+
+class _Sequenced(_Envelope):
+    epoch: str = Field(
+        min_length=8,
+        max_length=32,
+        pattern=r"^[A-Za-z0-9]+$",
+        description="id of the device's outbox instance; seq restarts only with a new epoch",
+    )
+    seq: int = Field(ge=0, description="per-device, per-epoch sequence number")
+
+
+class InferenceMessage(_Sequenced):
+    kind: Literal["inference"] = "inference"
+    window_start: datetime = Field(description="UTC start of the 0.96 s analysis window")
+    window_s: float = Field(gt=0, le=60)
+    top: list[LabelScore] = Field(min_length=1, max_length=MAX_TOP_K)
+    groups: dict[str, Score] = Field(default_factory=dict, max_length=MAX_GROUPS)
+    custom: dict[str, Score] | None = Field(
+        None, max_length=256, description="scores of a custom head trained on embeddings"
+    )
+    dbfs: float = Field(ge=-200, le=10, description="window level, dB relative to full scale")
+    leq_dbfs: float | None = Field(None, ge=-200, le=10, description="running Leq")
+    inference_ms: float = Field(ge=0, le=60_000)
+    model: str = Field(max_length=80, description="model name@sha256 prefix")
+    location: Location | None = None
+
+    @field_validator("top")
+    @classmethod
+    def _sorted(cls, value: list[LabelScore]) -> list[LabelScore]:
+        if any(a.score < b.score for a, b in itertools.pairwise(value)):
+            raise ValueError("top labels must be sorted by descending score")
+        return value
+
+
+class EventMessage(_Sequenced):
+    kind: Literal["event"] = "event"
+    event_id: MessageId
+    phase: Literal["start", "update", "end"]
+    label: Name = Field(description="the label or group that triggered the event")
+    group: str | None = Field(None, max_length=64)
+    started_at: datetime
+    duration_s: float = Field(ge=0, le=86_400)
+    peak_score: Score
+    windows: int = Field(ge=1)
+    peak_dbfs: float = Field(ge=-200, le=10)
+    location: Location | None = None
+
+
+class ClipMessage(_Sequenced):
+    kind: Literal["clip"] = "clip"
+    clip_id: MessageId
+    reason: Literal["sampled", "event", "low_confidence"]
+    event_id: MessageId | None = None
+    started_at: datetime = Field(description="UTC time of the clip's first sample")
+    duration_s: float = Field(gt=0, le=30)
+    sample_rate: int = Field(ge=8000, le=48000)
+    format: Literal["flac"] = "flac"
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    audio_b64: str = Field(max_length=(MAX_CLIP_AUDIO_BYTES * 4) // 3 + 4)
+    window_start: datetime = Field(description="the analysis window this clip was taken for")
+    edge_top: list[LabelScore] = Field(min_length=1, max_length=MAX_TOP_K)
+    edge_groups: dict[str, Score] = Field(default_factory=dict, max_length=MAX_GROUPS)
+    model: str = Field(max_length=80)
+
+    def audio(self) -> bytes:
+        return base64.b64decode(self.audio_b64, validate=True)
+
+    @model_validator(mode="after")
+    def _audio_matches_hash(self) -> ClipMessage:
+        try:
+            blob = base64.b64decode(self.audio_b64, validate=True)
+        except binascii.Error as exc:
+            raise ValueError(f"audio_b64 is not valid base64: {exc}") from exc
+        if not blob:
+            raise ValueError("audio_b64 is empty")
+        if len(blob) > MAX_CLIP_AUDIO_BYTES:
+            raise ValueError(f"clip audio is {len(blob)} bytes, limit {MAX_CLIP_AUDIO_BYTES}")
+        if hashlib.sha256(blob).hexdigest() != self.sha256:
+            raise ValueError("sha256 does not match the clip audio")
+        return self
+
+
+class HeartbeatMessage(_Sequenced):
+    kind: Literal["heartbeat"] = "heartbeat"
+    uptime_s: float = Field(ge=0)
+    version: str = Field(max_length=40)
+    model: str = Field(max_length=80)
+    queue_depth: int = Field(ge=0, description="audio windows waiting for inference")
+    windows_processed: int = Field(ge=0)
+    windows_dropped: int = Field(ge=0, description="windows dropped because inference lagged")
+    outbox_rows: int = Field(ge=0)
+    outbox_bytes: int = Field(ge=0)
+    outbox_dropped: int = Field(ge=0, description="messages dropped because the outbox was full")
+    outbox_min_seq: int = Field(
+        ge=0, description="lowest seq still held; every lower seq was delivered or dropped"
+    )
+    clips_sent: int = Field(ge=0)
+    clips_blocked_privacy: int = Field(ge=0, description="clips withheld because of speech")
+    leq_dbfs: float | None = Field(None, ge=-200, le=10)
+    cpu_temp_c: float | None = Field(None, ge=-60, le=150)
+    location: Location | None = None
+
+
+class StatusMessage(_Envelope):
+    """Retained; the broker publishes ``offline`` as the device's last will."""
+
+    kind: Literal["status"] = "status"
+    state: Literal["online", "offline"]
+    version: str | None = Field(None, max_length=40)
+    model: str | None = Field(None, max_length=80)
+    location: Location | None = None
+    config_error: str | None = Field(None, max_length=2000)
+    config_version: int | None = None
+
+
+class AckMessage(_Frozen):
+    """Cloud -> device: every seq <= ``seq`` of ``epoch`` is committed to the database."""
+
+    v: Literal[1] = SCHEMA_VERSION
+    epoch: str = Field(min_length=8, max_length=32)
+    seq: int = Field(ge=-1)
+    ts: datetime
+
+
+UplinkMessage = Annotated[
+    InferenceMessage | EventMessage | ClipMessage | HeartbeatMessage | StatusMessage,
+    Field(discriminator="kind"),
+]
+SequencedMessage = InferenceMessage | EventMessage | ClipMessage | HeartbeatMessage
+_uplink: TypeAdapter[UplinkMessage] = TypeAdapter(UplinkMessage)
+
+
+class MessageError(ValueError):
+    """Why a payload was rejected; stored with it in the dead-letter table."""
+
+
+def _short(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        parts.append(f"{loc}: {err['msg']}")
+    more = f" (+{exc.error_count() - 5} more)" if exc.error_count() > 5 else ""
+    return "; ".join(parts) + more
+
+
+def decode(topic_name: str, payload: bytes) -> UplinkMessage:
+    """Validate one MQTT message end to end: size, topic, JSON, schema, topic/payload match."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise MessageError(f"oversized: {len(payload)} bytes > limit {MAX_PAYLOAD_BYTES}")
+    try:
+        t: Topic = parse(topic_name)
+    except TopicError as exc:
+        raise MessageError(f"unknown topic: {exc}") from exc
+    if t.kind not in Kind.__members__.values():
+        raise MessageError(f"unknown message kind {t.kind!r} in topic")
+    try:
+        raw: Any = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MessageError(f"bad JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise MessageError(f"bad JSON: expected an object, got {type(raw).__name__}")
+    if raw.get("v") != SCHEMA_VERSION:
+        raise MessageError(f"unknown schema version {raw.get('v')!r} (expected {SCHEMA_VERSION})")
+    if raw.get("kind") != t.kind:
+        raise MessageError(f"kind {raw.get('kind')!r} does not match topic kind {t.kind!r}")
+    try:
+        msg = _uplink.validate_python(raw)
+    except ValidationError as exc:
+        raise MessageError(f"schema: {_short(exc)}") from exc
+    if msg.device != t.device or msg.site != t.site:
+        raise MessageError(
+            f"payload names {msg.site}/{msg.device} but was published on {t.site}/{t.device}"
+        )
+    return msg
+
+
+def encode(msg: BaseModel) -> bytes:
+    return msg.model_dump_json(exclude_none=True).encode()

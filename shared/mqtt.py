@@ -1,0 +1,159 @@
+"""An MQTT v5 connection with a start/stop lifecycle, jittered reconnect backoff, TLS,
+credentials from files, and an optional last will (paho-mqtt 2.x)."""
+
+from __future__ import annotations
+
+import logging
+import random
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from shared.config import MqttSettings
+
+log = logging.getLogger(__name__)
+
+SESSION_EXPIRY_S = 7 * 24 * 3600
+"""A persistent session survives a week of consumer downtime on the broker."""
+
+
+@dataclass(frozen=True)
+class Will:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+class MqttConnection:
+    """Owns one paho client. ``start()`` connects in the background and keeps reconnecting
+    with jittered exponential backoff until ``stop()``."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        client_id: str,
+        *,
+        clean_start: bool = True,
+        session_expiry_s: int = 0,
+        receive_maximum: int | None = None,
+        will: Will | None = None,
+        manual_ack: bool = False,
+        max_inflight: int = 1000,
+        max_queued: int = 0,
+    ) -> None:
+        self.settings = settings
+        self.client_id = client_id
+        self._clean_start = clean_start
+        self._session_expiry_s = session_expiry_s
+        self._receive_maximum = receive_maximum
+        self.connected = threading.Event()
+        self.on_connect: Callable[[MqttConnection], None] | None = None
+        self.on_message: Callable[[paho.MQTTMessage], None] | None = None
+        self.on_disconnect: Callable[[MqttConnection], None] | None = None
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=paho.MQTTv5,
+            manual_ack=manual_ack,
+        )
+        self.client.max_inflight_messages_set(max_inflight)
+        self.client.max_queued_messages_set(max_queued)
+        password = settings.resolved_password()
+        if settings.username is not None:
+            self.client.username_pw_set(settings.username, password)
+        if settings.tls:
+            ctx = ssl.create_default_context(
+                cafile=str(settings.ca_file) if settings.ca_file else None
+            )
+            if settings.cert_file and settings.key_file:
+                ctx.load_cert_chain(str(settings.cert_file), str(settings.key_file))
+            self.client.tls_set_context(ctx)
+        if will is not None:
+            self.client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+        self._jitter_backoff()
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+
+    def _jitter_backoff(self) -> None:
+        # paho doubles the delay from min to max; a random min spreads a fleet's reconnects
+        # after a broker restart instead of having every device knock at the same instant.
+        base = self.settings.reconnect_min_s
+        self.client.reconnect_delay_set(
+            min_delay=max(1, round(random.uniform(base, 2 * base))),
+            max_delay=max(1, round(self.settings.reconnect_max_s)),
+        )
+
+    def _connect_properties(self) -> Properties:
+        props = Properties(PacketTypes.CONNECT)
+        if self._session_expiry_s:
+            props.SessionExpiryInterval = self._session_expiry_s
+        if self._receive_maximum:
+            props.ReceiveMaximum = self._receive_maximum
+        return props
+
+    def start(self) -> None:
+        self.client.connect_async(
+            self.settings.host,
+            self.settings.port,
+            keepalive=self.settings.keepalive_s,
+            clean_start=self._clean_start,
+            properties=self._connect_properties(),
+        )
+        self.client.loop_start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        try:
+            self.client.disconnect()
+        finally:
+            self.client.loop_stop()
+            self.connected.clear()
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        return self.connected.wait(timeout_s)
+
+    def publish(
+        self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
+    ) -> paho.MQTTMessageInfo:
+        return self.client.publish(topic, payload, qos=qos, retain=retain)
+
+    def subscribe(self, topic_filter: str, qos: int = 1) -> None:
+        self.client.subscribe(topic_filter, qos=qos)
+
+    def ack(self, mid: int, qos: int = 1) -> None:
+        self.client.ack(mid, qos)
+
+    def _on_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        if reason.is_failure:
+            log.error("MQTT %s: connection refused: %s", self.client_id, reason)
+            return
+        log.info(
+            "MQTT %s connected to %s:%s", self.client_id, self.settings.host, self.settings.port
+        )
+        self.connected.set()
+        if self.on_connect:
+            self.on_connect(self)
+
+    def _on_disconnect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        self.connected.clear()
+        self._jitter_backoff()
+        if reason is not None and getattr(reason, "is_failure", False):
+            log.warning("MQTT %s disconnected: %s", self.client_id, reason)
+        if self.on_disconnect:
+            self.on_disconnect(self)
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        if self.on_message:
+            self.on_message(msg)

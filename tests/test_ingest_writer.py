@@ -1,0 +1,180 @@
+"""The batch writer against real databases (SQLite and MariaDB), without MQTT."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from cloud.clipstore import FileClipStore
+from cloud.db.models import AckWatermark, Clip, DeadLetter, Device, Event, Heartbeat, Inference
+from cloud.ingest.writer import BatchWriter, Limits, RawMessage, prepare
+from shared.topics import Kind
+from tests.factories import Device as Dev
+from tests.factories import wire
+
+NOW = datetime(2026, 11, 23, 12, 0, 5, tzinfo=UTC)
+
+
+def raw(dev: Dev, kind: Kind, msg: object) -> RawMessage:
+    return RawMessage(dev.topic(kind), wire(msg), NOW)
+
+
+def write(engine, tmp_path: Path, batch: list[RawMessage]):  # type: ignore[no-untyped-def]
+    store = FileClipStore(tmp_path / "clips")
+    return BatchWriter(engine).write(prepare(batch, store, Limits(512 * 1024, 4096)))
+
+
+def count(engine, model) -> int:  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(model)).scalar_one())
+
+
+def test_all_kinds_stored_with_watermark(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    dev = Dev("site1", "dev1")
+    batch = [
+        raw(dev, Kind.INFERENCE, dev.inference(0)),
+        raw(dev, Kind.EVENT, dev.event(1)),
+        raw(dev, Kind.CLIP, dev.clip(2)),
+        raw(dev, Kind.HEARTBEAT, dev.heartbeat(3)),
+        raw(dev, Kind.STATUS, dev.status("online")),
+    ]
+    result = write(engine, tmp_path, batch)
+    assert result.stored == 4 and result.duplicates == 0 and result.dead_letters == 0
+    assert result.watermarks == {("site1", "dev1", "epoch0001"): 3}
+    with engine.connect() as conn:
+        inf = conn.execute(select(Inference)).one()
+        assert inf.label == "Siren" and inf.top_group == "alarm"
+        assert inf.window_start.tzinfo is not None
+        assert inf.lat == 48.2082
+        device = conn.execute(select(Device)).one()
+        assert device.online is True and device.site == "site1"
+        assert device.software_version == "0.1.0"
+        clip = conn.execute(select(Clip)).one()
+        assert clip.status == "pending" and clip.size_bytes > 100
+    assert count(engine, Event) == 1 and count(engine, Heartbeat) == 1
+    assert (tmp_path / "clips" / clip.storage_key).is_file()
+
+
+def test_duplicates_make_one_row(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    dev = Dev("site1", "dev1")
+    first = raw(dev, Kind.INFERENCE, dev.inference(0))
+    result = write(engine, tmp_path, [first, first])
+    assert result.stored == 1 and result.duplicates == 1
+    # Re-published after an outage: the same bytes again, in a later batch.
+    result = write(engine, tmp_path, [first, raw(dev, Kind.INFERENCE, dev.inference(1))])
+    assert result.stored == 1 and result.duplicates == 1
+    assert count(engine, Inference) == 2
+    assert result.watermarks[("site1", "dev1", "epoch0001")] == 1
+
+
+def test_gaps_hold_the_watermark_until_filled(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    dev = Dev("site1", "dev1")
+    key = ("site1", "dev1", "epoch0001")
+    r = write(engine, tmp_path, [raw(dev, Kind.INFERENCE, dev.inference(s)) for s in (0, 1, 3, 4)])
+    assert r.watermarks[key] == 1
+    r = write(engine, tmp_path, [raw(dev, Kind.INFERENCE, dev.inference(6))])
+    assert r.watermarks[key] == 1
+    r = write(engine, tmp_path, [raw(dev, Kind.INFERENCE, dev.inference(2))])
+    assert r.watermarks[key] == 4  # 2 filled the gap: 3 and 4 were already stored
+    r = write(engine, tmp_path, [raw(dev, Kind.INFERENCE, dev.inference(5))])
+    assert r.watermarks[key] == 6
+    with engine.connect() as conn:
+        assert conn.execute(select(AckWatermark.seq)).scalar_one() == 6
+
+
+def test_epochs_are_independent(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    old, new = Dev("site1", "dev1", "epochAAAA"), Dev("site1", "dev1", "epochBBBB")
+    r = write(
+        engine,
+        tmp_path,
+        [raw(old, Kind.INFERENCE, old.inference(s)) for s in range(5)]
+        + [raw(new, Kind.INFERENCE, new.inference(0))],
+    )
+    assert r.watermarks[("site1", "dev1", "epochAAAA")] == 4
+    assert r.watermarks[("site1", "dev1", "epochBBBB")] == 0
+
+
+def test_heartbeat_floor_skips_dropped_seqs(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    dev = Dev("site1", "dev1")
+    # The device dropped seqs 0..9 (outbox full); its heartbeat says the oldest kept is 10.
+    r = write(
+        engine,
+        tmp_path,
+        [raw(dev, Kind.INFERENCE, dev.inference(s)) for s in (10, 11)]
+        + [raw(dev, Kind.HEARTBEAT, dev.heartbeat(12, outbox_min_seq=10))],
+    )
+    assert r.watermarks[("site1", "dev1", "epoch0001")] == 12
+
+
+def test_malformed_messages_go_to_dead_letters(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    dev = Dev("site1", "dev1")
+    good = dev.inference(0)
+    bad_value = wire(good).replace(b'"score":0.8', b'"score":7.5')
+    batch = [
+        RawMessage(dev.topic(Kind.INFERENCE), b"{not json", NOW),
+        RawMessage(dev.topic(Kind.INFERENCE), bad_value, NOW),
+        RawMessage("earwitness/v9/x/y/inference", wire(good), NOW),
+        RawMessage("other/topic", b"{}", NOW),
+        RawMessage(dev.topic(Kind.EVENT), wire(good), NOW),  # kind mismatch
+        RawMessage(dev.topic(Kind.INFERENCE), b"x" * 2_000_000, NOW),
+        RawMessage(Dev("site1", "other").topic(Kind.INFERENCE), wire(dev.inference(5)), NOW),
+        raw(dev, Kind.INFERENCE, dev.inference(1)),
+    ]
+    r = write(engine, tmp_path, batch)
+    assert r.dead_letters == 7 and r.stored == 1
+    with engine.connect() as conn:
+        errors = [row.error for row in conn.execute(select(DeadLetter).order_by(DeadLetter.id))]
+        sizes = [
+            row.payload_size for row in conn.execute(select(DeadLetter).order_by(DeadLetter.id))
+        ]
+        kept = [len(row.payload) for row in conn.execute(select(DeadLetter))]
+    assert errors[0].startswith("bad JSON")
+    assert "top.0.score" in errors[1]
+    assert "unsupported topic version" in errors[2]
+    assert errors[3].startswith("unknown topic")
+    assert "does not match topic kind" in errors[4]
+    assert errors[5].startswith("oversized")
+    assert "published on site1/other" in errors[6]
+    assert sizes[5] == 2_000_000 and max(kept) <= 4096
+    # The dead-lettered seq 0 (valid JSON with epoch/seq) counts as stored, so one bad
+    # message cannot hold the device's acknowledgements back forever.
+    assert r.watermarks[("site1", "dev1", "epoch0001")] == 1
+    # A payload on another device's topic counts for the topic's device (the ACL's word).
+    assert ("site1", "other", "epoch0001") in r.watermarks
+
+
+def test_corrupt_and_oversized_clips_are_dead_letters(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    dev = Dev("site1", "dev1")
+    r = write(
+        engine,
+        tmp_path,
+        [
+            raw(dev, Kind.CLIP, dev.clip(0, flac=b"fLaC" + b"\x00" * 200)),
+            raw(dev, Kind.CLIP, dev.clip(1)),
+        ],
+    )
+    assert r.dead_letters == 1 and r.stored == 1
+    with engine.connect() as conn:
+        assert (
+            "clip does not decode as audio" in conn.execute(select(DeadLetter.error)).scalar_one()
+        )
+
+
+def test_stale_status_does_not_override_newer(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    dev = Dev("site1", "dev1")
+    later = NOW + timedelta(minutes=5)
+    write(engine, tmp_path, [raw(dev, Kind.STATUS, dev.status("offline", later))])
+    write(engine, tmp_path, [raw(dev, Kind.STATUS, dev.status("online", NOW))])
+    with engine.connect() as conn:
+        assert conn.execute(select(Device.online)).scalar_one() is False
+    write(engine, tmp_path, [raw(dev, Kind.STATUS, dev.status("online", later + timedelta(1)))])
+    with engine.connect() as conn:
+        assert conn.execute(select(Device.online)).scalar_one() is True
+
+
+def test_empty_retained_status_is_not_a_dead_letter(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    dev = Dev("site1", "dev1")
+    r = write(engine, tmp_path, [RawMessage(dev.topic(Kind.STATUS), b"", NOW)])
+    assert r.dead_letters == 0 and r.kinds == {"retained_cleared": 1}
