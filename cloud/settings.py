@@ -20,7 +20,7 @@ class IngestSettings(StrictModel):
         "ingest", pattern=r"^[A-Za-z0-9_-]+$", description="shared-subscription group"
     )
     client_id: str | None = Field(
-        None, description="MQTT client id (default: ingest-<hostname>-<pid>)"
+        None, description="MQTT client id, stable across restarts (default: ingest-<hostname>)"
     )
     sites: list[str] | None = Field(
         None, description="only these sites (default: all); one ingest per tenant or for tests"
@@ -30,7 +30,7 @@ class IngestSettings(StrictModel):
         ge=0,
         description="how long the broker keeps our session and queues messages while we are down",
     )
-    batch_size: int = Field(500, ge=1, le=10_000, description="rows per database transaction")
+    batch_size: int = Field(2000, ge=1, le=10_000, description="most rows per database transaction")
     batch_ms: int = Field(100, ge=1, le=10_000, description="longest wait before a partial batch")
     receive_maximum: int = Field(
         20_000,

@@ -67,10 +67,15 @@ def parse(name: str) -> Topic:
     return Topic(site, device, kind)
 
 
-def uplink_filters(site: str = "+", device: str = "+") -> list[str]:
-    """One filter per device -> cloud kind. A single ``.../+`` filter would also match the
-    cloud's own ``ack`` and ``config`` downlink topics."""
-    return [f"{PREFIX}/{VERSION}/{site}/{device}/{kind}" for kind in Kind]
+def device_filter(site: str = "+", device: str = "+") -> str:
+    """Every topic of the matched devices. It also matches the downlink kinds (ack,
+    config), which ingest ignores; a per-kind filter would instead hide messages on
+    unknown kinds, which belong in the dead-letter table."""
+    return f"{PREFIX}/{VERSION}/{site}/{device}/+"
+
+
+def is_downlink(kind: str) -> bool:
+    return kind in Downlink.__members__.values()
 
 
 def shared_subscription(group: str, topic_filter: str) -> str:

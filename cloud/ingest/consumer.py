@@ -8,7 +8,6 @@ persistent session, and the unique message id absorbs the duplicate.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import socket
 import threading
@@ -50,16 +49,18 @@ class IngestService:
         self.writer = BatchWriter(engine, self.cfg.max_retries)
         self.limits = Limits(settings.clips.max_bytes, self.cfg.dead_letter_payload_bytes)
         self.store = store
+        self._queue: queue.Queue[RawMessage] = queue.Queue()
         self.metrics = Registry("earwitness_ingest")
         self._describe_metrics()
-        self._queue: queue.Queue[RawMessage] = queue.Queue()
         self._stop = threading.Event()
         self._generation = 0
         self._gen_lock = threading.Lock()
         self._db_ok = True
         self._last_commit = time.monotonic()
         self._latencies: deque[float] = deque(maxlen=1000)
-        client_id = self.cfg.client_id or f"ingest-{socket.gethostname()}-{os.getpid()}"
+        # Stable across restarts, so the broker resumes our persistent session and redelivers
+        # what we had not acknowledged. Two consumers on one host need explicit client ids.
+        client_id = self.cfg.client_id or f"ingest-{socket.gethostname()}"
         self.mqtt = MqttConnection(
             settings.mqtt,
             client_id,
@@ -126,8 +127,8 @@ class IngestService:
         with self._gen_lock:
             self._generation += 1
         for site in self.cfg.sites or ["+"]:
-            for topic_filter in topics.uplink_filters(site):
-                conn.subscribe(topics.shared_subscription(self.cfg.group, topic_filter), qos=1)
+            topic_filter = topics.device_filter(site)
+            conn.subscribe(topics.shared_subscription(self.cfg.group, topic_filter), qos=1)
         log.info("subscribed (group %s, sites %s)", self.cfg.group, self.cfg.sites or "all")
 
     def _on_message(self, msg: paho.MQTTMessage) -> None:

@@ -47,7 +47,7 @@ from shared.messages import (
     StatusMessage,
     decode,
 )
-from shared.topics import TopicError, parse
+from shared.topics import TopicError, is_downlink, parse
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +151,9 @@ def prepare(batch: Sequence[RawMessage], store: ClipStore, limits: Limits) -> Pr
     for raw in batch:
         if not raw.payload and raw.topic.endswith("/status"):
             p.kinds["retained_cleared"] += 1  # an empty retained publish clears a status
+            continue
+        if is_downlink(raw.topic.rsplit("/", 1)[-1]):
+            p.kinds["downlink_ignored"] += 1  # our own acks and the operators' config
             continue
         try:
             msg = decode(raw.topic, raw.payload)
