@@ -1,0 +1,502 @@
+"""`earwitness edge`: capture -> frontend -> YAMNet -> events, clips, privacy -> outbox -> MQTT.
+
+Threads: capture (never blocks), inference (frontend, model, detection, clips; writes
+the outbox), publisher (MQTT), health server. The main thread sends heartbeats and waits
+for a signal.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.capture import AudioRing, CaptureBuffer
+from edge.clips import ClipSampler, PendingClips, ReadyClip, SpeechTrack
+from edge.config import EdgeConfig, RuntimeSettings, parse_runtime
+from edge.events import EventDetector, EventUpdate
+from edge.levels import RunningLeq, dbfs
+from edge.outbox import Outbox
+from edge.privacy import PrivacyFilter
+from edge.publisher import Publisher
+from edge.sources import AudioSource, open_source
+from shared import __version__, topics
+from shared.audio import SAMPLE_RATE
+from shared.errors import ConfigError
+from shared.frontend import PATCH_SAMPLES, PATCH_SECONDS, StreamingFrontend
+from shared.labels import ClassMap, LabelGroups
+from shared.messages import (
+    ClipMessage,
+    EventMessage,
+    HeartbeatMessage,
+    InferenceMessage,
+    LabelScore,
+    Location,
+    StatusMessage,
+    encode,
+    message_id,
+)
+from shared.metrics import HealthServer, Registry
+from shared.models import CLASS_MAP, locate
+from shared.runner import WindowResult, YamnetModel
+
+log = logging.getLogger(__name__)
+
+RING_SECONDS = 30.0  # audio kept for clips: pre-roll + window + post-roll + inference lag
+STALL_S = 15.0  # no window for this long while capture runs: unhealthy
+
+
+def cpu_temperature() -> float | None:
+    """Jetson and Raspberry Pi expose it here; elsewhere it may not exist."""
+    for zone in sorted(Path("/sys/class/thermal").glob("thermal_zone*/temp")):
+        try:
+            return int(zone.read_text().strip()) / 1000.0
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+class _Runtime:
+    """Everything derived from RuntimeSettings; replaced whole on a remote config change."""
+
+    def __init__(self, settings: RuntimeSettings, class_map: ClassMap, groups: LabelGroups) -> None:
+        self.settings = settings
+        self.detector = EventDetector(settings.detection, class_map, groups)
+        self.sampler = ClipSampler(settings.clips)
+        self.privacy = PrivacyFilter(settings.privacy)
+
+
+class EdgeAgent:
+    def __init__(self, cfg: EdgeConfig, source: AudioSource | None = None) -> None:
+        self.cfg = cfg
+        model_dir = cfg.model.dir
+        self.model = YamnetModel.load(
+            cfg.model.name, model_dir, threads=cfg.model.threads, embeddings=False
+        )
+        self.class_map = ClassMap.load(locate(CLASS_MAP, model_dir))
+        self.groups = LabelGroups.load(self.class_map, cfg.model.groups_file)
+        self._runtime = _Runtime(cfg.runtime, self.class_map, self.groups)
+        self._runtime_lock = threading.Lock()
+        self.config_error: str | None = None
+        self.source = source or open_source(cfg.source)
+        self.buffer = CaptureBuffer(int(cfg.max_backlog_s * SAMPLE_RATE))
+        self.ring = AudioRing(int(RING_SECONDS * SAMPLE_RATE))
+        self.speech = SpeechTrack(int(RING_SECONDS * SAMPLE_RATE))
+        self.clips_blocked = 0
+        self.clips_sent = 0
+        self._pending = PendingClips(cfg.runtime.clips, self._runtime.privacy)
+        self.leq = RunningLeq()
+        self.outbox = Outbox(cfg.outbox.path, cfg.outbox.max_bytes, cfg.outbox.max_age_s)
+        d = cfg.device
+        self.location = (
+            Location(lat=d.lat, lon=d.lon) if d.lat is not None and d.lon is not None else None
+        )
+        self.publisher = Publisher(
+            cfg.mqtt,
+            self.outbox,
+            d.site,
+            d.id,
+            self.status_message,
+            cfg.outbox.ack_timeout_s,
+            cfg.outbox.drain_rate,
+            self.apply_remote_config,
+        )
+        self.metrics = Registry("earwitness_edge")
+        self._describe_metrics()
+        self._stop = threading.Event()
+        self.capture_done = threading.Event()
+        self.inference_done = threading.Event()
+        self._started = time.monotonic()
+        self._t0 = datetime.now(UTC)
+        self._last_window = time.monotonic()
+        self.windows = 0
+        self.gap_restarts = 0
+        self.events_sent = 0
+        self.capture_error: str | None = None
+        self._capture = threading.Thread(target=self._capture_loop, name="capture", daemon=True)
+        self._inference = threading.Thread(
+            target=self._inference_loop, name="inference", daemon=True
+        )
+        self._health: HealthServer | None = None
+        if cfg.health.port:
+            self._health = HealthServer(cfg.health.host, cfg.health.port, self.metrics, self.health)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        self._t0 = datetime.now(UTC)
+        self._capture.start()
+        self._inference.start()
+        self.publisher.start()
+        if self._health:
+            self._health.start()
+        log.info(
+            "edge agent %s/%s started: source %s, model %s, outbox epoch %s",
+            self.cfg.device.site,
+            self.cfg.device.id,
+            self.source.name,
+            self.model.model_id,
+            self.outbox.epoch,
+        )
+
+    def stop(self, flush_s: float = 2.0) -> None:
+        """Stop capture, finish the windows in hand, flush the outbox briefly, disconnect.
+        Bounded so SIGTERM leads to exit within 5 s."""
+        self._stop.set()
+        self.buffer.close()
+        self._capture.join(1.0)
+        self._inference.join(1.5)
+        self.publisher.stop(flush_s)
+        if self._health:
+            self._health.stop()
+        self.outbox.close()
+
+    @property
+    def finished(self) -> bool:
+        """The source ended and every window was processed."""
+        return self.inference_done.is_set()
+
+    def drained(self) -> bool:
+        return self.outbox.stats().rows == 0
+
+    # -- threads ------------------------------------------------------------------------
+    def _capture_loop(self) -> None:
+        try:
+            for chunk in self.source.chunks(self._stop):
+                self.buffer.put(chunk)
+        except Exception as exc:  # a dead microphone must be visible, not silent
+            self.capture_error = f"{type(exc).__name__}: {exc}"
+            log.exception("capture failed")
+        finally:
+            self.capture_done.set()
+            self.buffer.close()
+
+    def _inference_loop(self) -> None:
+        frontend = StreamingFrontend()
+        base: int | None = None
+        expected = 0
+        try:
+            while True:
+                chunk = self.buffer.get(0.2)
+                if chunk is None:
+                    if self.buffer.finished or self._stop.is_set():
+                        break
+                    continue
+                if base is None or chunk.start != expected:
+                    if base is not None:
+                        # After dropped audio the frontend starts afresh; its first hop
+                        # yields no window, one more lost to the gap.
+                        self.gap_restarts += 1
+                    frontend = StreamingFrontend()
+                    base = chunk.start
+                self.ring.write(chunk.start, chunk.samples)
+                expected = chunk.start + chunk.samples.size
+                for patch in frontend.push(chunk.samples):
+                    self._process(base + patch.start_sample, patch.features)
+            if base is not None and not self._stop.is_set():
+                for patch in frontend.flush():
+                    self._process(base + patch.start_sample, patch.features)
+            self._finish()
+        except Exception:
+            log.exception("inference failed")
+            raise
+        finally:
+            self.inference_done.set()
+
+    # -- per window -----------------------------------------------------------------------
+    def _time_at(self, position: int) -> datetime:
+        return self._t0 + timedelta(seconds=position / SAMPLE_RATE)
+
+    def _position_at(self, when: datetime) -> int:
+        return int((when - self._t0).total_seconds() * SAMPLE_RATE)
+
+    def _process(self, position: int, features: np.ndarray) -> None:
+        result = self.model.run_patch(features)
+        with self._runtime_lock:
+            rt = self._runtime
+            window_start = self._time_at(position)
+            level = dbfs(self.ring.read(position, position + PATCH_SAMPLES))
+            leq = self.leq.add(level)
+            group_scores = self.groups.scores(result.scores)
+            self.speech.add(position, position + PATCH_SAMPLES, group_scores.get("speech", 0.0))
+            updates = rt.detector.update(
+                window_start, PATCH_SECONDS, result.scores, group_scores, level
+            )
+            for update in updates:
+                self._emit_event(update)
+            self._maybe_publish_inference(rt, result, window_start, group_scores, level, leq)
+            started = [u for u in updates if u.phase == "start"]
+            top = float(result.scores.max())
+            for reason in rt.sampler.reasons(top, bool(started)):
+                if reason == "event":
+                    span_start = self._position_at(started[0].first_window_start)
+                    event_id: str | None = started[0].event_id
+                else:
+                    span_start, event_id = position, None
+                self._pending.add(
+                    rt.sampler.request(
+                        reason,
+                        event_id,
+                        span_start,
+                        position + PATCH_SAMPLES,
+                        position,
+                        (result, window_start, group_scores),
+                    )
+                )
+            self._send_clips(
+                self._pending.resolve(self.ring, position + PATCH_SAMPLES, self.speech)
+            )
+            self.windows += 1
+            self._last_window = time.monotonic()
+            self.metrics.inc("windows_total")
+            self.metrics.set("inference_ms", result.inference_ms)
+
+    def _finish(self) -> None:
+        with self._runtime_lock:
+            for update in self._runtime.detector.close():
+                self._emit_event(update)
+            self._send_clips(
+                self._pending.resolve(self.ring, self.ring.end, self.speech, final=True)
+            )
+
+    def _labels(self, scores: np.ndarray, k: int) -> list[LabelScore]:
+        return [
+            LabelScore(index=c.index, mid=c.mid, name=c.name, score=round(min(1.0, s), 4))
+            for c, s in self.class_map.top_k(scores, k)
+        ]
+
+    def _envelope(self, seq: int) -> dict[str, Any]:
+        d = self.cfg.device
+        return {
+            "id": message_id(d.id, self.outbox.epoch, seq),
+            "site": d.site,
+            "device": d.id,
+            "ts": datetime.now(UTC),
+            "epoch": self.outbox.epoch,
+            "seq": seq,
+        }
+
+    def _topic(self, kind: topics.Kind) -> str:
+        return topics.topic(self.cfg.device.site, self.cfg.device.id, kind)
+
+    def _maybe_publish_inference(
+        self,
+        rt: _Runtime,
+        result: WindowResult,
+        window_start: datetime,
+        group_scores: dict[str, float],
+        level: float,
+        leq: float,
+    ) -> None:
+        policy = rt.settings.publish
+        if policy.inference == "none":
+            return
+        if policy.inference == "every_n" and self.windows % policy.every_n != 0:
+            return
+        if policy.inference == "interest" and not any(
+            rt.detector.score_of(trig, idx, result.scores, group_scores) >= trig.threshold
+            for trig, idx in rt.detector.labels_of_interest()
+        ):
+            return
+        top = self._labels(result.scores, policy.top_k)
+
+        def build(seq: int) -> bytes:
+            return encode(
+                InferenceMessage(
+                    **self._envelope(seq),
+                    window_start=window_start,
+                    window_s=PATCH_SECONDS,
+                    top=top,
+                    groups={k: round(min(1.0, v), 4) for k, v in group_scores.items()},
+                    dbfs=round(level, 2),
+                    leq_dbfs=round(leq, 2),
+                    inference_ms=round(result.inference_ms, 3),
+                    model=self.model.model_id,
+                    location=self.location,
+                )
+            )
+
+        self.outbox.append("inference", self._topic(topics.Kind.INFERENCE), build)
+
+    def _emit_event(self, u: EventUpdate) -> None:
+        def build(seq: int) -> bytes:
+            return encode(
+                EventMessage(
+                    **self._envelope(seq),
+                    event_id=u.event_id,
+                    phase=u.phase,
+                    label=u.label,
+                    group=u.group,
+                    started_at=u.started_at,
+                    duration_s=u.duration_s,
+                    peak_score=min(1.0, u.peak_score),
+                    windows=u.windows,
+                    peak_dbfs=u.peak_dbfs,
+                    location=self.location,
+                )
+            )
+
+        self.outbox.append("event", self._topic(topics.Kind.EVENT), build)
+        self.events_sent += 1
+        self.metrics.inc("events_total", phase=u.phase)
+
+    def _send_clips(self, ready: list[ReadyClip]) -> None:
+        for clip in ready:
+            result, window_start, group_scores = clip.request.context
+            digest = hashlib.sha256(clip.flac).hexdigest()
+            encoded = base64.b64encode(clip.flac).decode()
+            top = self._labels(result.scores, 5)
+
+            def build(
+                seq: int,
+                clip: ReadyClip = clip,
+                top: list[LabelScore] = top,
+                window_start: datetime = window_start,
+                groups: Any = group_scores,
+                digest: str = digest,
+                encoded: str = encoded,
+            ) -> bytes:
+                return encode(
+                    ClipMessage(
+                        **self._envelope(seq),
+                        clip_id=clip.request.clip_id,
+                        reason=clip.request.reason,
+                        event_id=clip.request.event_id,
+                        started_at=self._time_at(clip.start),
+                        duration_s=round(clip.samples / SAMPLE_RATE, 3),
+                        sample_rate=SAMPLE_RATE,
+                        sha256=digest,
+                        audio_b64=encoded,
+                        window_start=window_start,
+                        edge_top=top,
+                        edge_groups={k: round(min(1.0, v), 4) for k, v in groups.items()},
+                        model=self.model.model_id,
+                    )
+                )
+
+            self.outbox.append("clip", self._topic(topics.Kind.CLIP), build)
+            self.metrics.inc("clips_sent_total")
+
+    # -- status, heartbeat, config ------------------------------------------------------------
+    def status_message(self, state: str) -> StatusMessage:
+        return StatusMessage(
+            id=uuid.uuid4().hex,
+            site=self.cfg.device.site,
+            device=self.cfg.device.id,
+            ts=datetime.now(UTC),
+            state=state,
+            version=__version__,
+            model=self.model.model_id,
+            location=self.location,
+            config_error=self.config_error,
+            config_version=self._runtime.settings.version,
+        )
+
+    def counters(self) -> dict[str, Any]:
+        privacy = self._runtime.privacy
+        stats = self.outbox.stats()
+        return {
+            "windows_processed": self.windows,
+            "windows_dropped": self.buffer.dropped_windows + self.gap_restarts,
+            "queue_depth": self.buffer.depth_samples // (SAMPLE_RATE * 48 // 100),
+            "outbox_rows": stats.rows,
+            "outbox_bytes": stats.bytes,
+            "outbox_dropped": stats.dropped,
+            "outbox_min_seq": stats.min_seq,
+            "clips_sent": self._pending.sent,
+            "clips_blocked_privacy": privacy.blocked,
+            "events_sent": self.events_sent,
+            "mqtt_connected": self.publisher.connected,
+        }
+
+    def send_heartbeat(self) -> None:
+        c = self.counters()
+        temp = cpu_temperature()
+
+        def build(seq: int) -> bytes:
+            return encode(
+                HeartbeatMessage(
+                    **self._envelope(seq),
+                    uptime_s=round(time.monotonic() - self._started, 1),
+                    version=__version__,
+                    model=self.model.model_id,
+                    queue_depth=c["queue_depth"],
+                    windows_processed=c["windows_processed"],
+                    windows_dropped=c["windows_dropped"],
+                    outbox_rows=c["outbox_rows"],
+                    outbox_bytes=c["outbox_bytes"],
+                    outbox_dropped=c["outbox_dropped"],
+                    outbox_min_seq=c["outbox_min_seq"],
+                    clips_sent=c["clips_sent"],
+                    clips_blocked_privacy=c["clips_blocked_privacy"],
+                    leq_dbfs=round(self.leq.value, 2),
+                    cpu_temp_c=temp,
+                    location=self.location,
+                )
+            )
+
+        self.outbox.append("heartbeat", self._topic(topics.Kind.HEARTBEAT), build)
+
+    def apply_remote_config(self, payload: bytes) -> None:
+        """Validate and swap in a new runtime config; on error keep the old one and say why
+        on the status topic."""
+        try:
+            settings = parse_runtime(payload)
+            runtime = _Runtime(settings, self.class_map, self.groups)
+        except ConfigError as exc:
+            self.config_error = str(exc)[:2000]
+            self.metrics.inc("config_rejected_total")
+            log.error("remote config rejected: %s", exc)
+        else:
+            with self._runtime_lock:
+                runtime.privacy.blocked = self._runtime.privacy.blocked  # counters carry over
+                self._runtime = runtime
+                self._pending.privacy = runtime.privacy
+                self._pending.settings = settings.clips
+            self.config_error = None
+            self.metrics.inc("config_applied_total")
+            log.info("remote config version %d applied", settings.version)
+        if self.publisher.connected:
+            self.publisher.publish_status("online")
+
+    # -- health -----------------------------------------------------------------------------
+    def _describe_metrics(self) -> None:
+        m = self.metrics
+        m.describe("windows_total", "counter", "analysis windows processed")
+        m.describe("events_total", "counter", "event messages, by phase")
+        m.describe("clips_sent_total", "counter", "clips queued for the cloud")
+        m.describe("inference_ms", "gauge", "model time of the last window")
+        for name, help_text in (
+            ("windows_dropped", "windows dropped because inference fell behind"),
+            ("outbox_rows", "messages waiting for the cloud's acknowledgement"),
+            ("outbox_bytes", "bytes in the outbox"),
+            ("outbox_dropped", "messages dropped because the outbox was full or too old"),
+            ("clips_blocked_privacy", "clips withheld because they contained speech"),
+            ("mqtt_connected", "1 while connected to the broker"),
+        ):
+            m.describe(name, "gauge", help_text)
+            m.gauge_callback(name, self._counter_reader(name))
+        m.gauge_callback("leq_dbfs", lambda: self.leq.value)
+
+    def _counter_reader(self, name: str) -> Callable[[], float]:
+        return lambda: float(self.counters()[name])
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        stalled = not self.capture_done.is_set() and time.monotonic() - self._last_window > STALL_S
+        ok = (self.capture_error is None and not stalled and self._inference.is_alive()) or (
+            self.finished and self.capture_error is None
+        )
+        return ok, {
+            **self.counters(),
+            "capture_error": self.capture_error,
+            "stalled": stalled,
+            "config_error": self.config_error,
+        }

@@ -1,0 +1,147 @@
+"""`earwitness edge`: run the agent. Heavy imports happen inside the handler."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("earwitness.edge")
+
+EXPIRE_EVERY_S = 60.0
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from edge.config import load_edge_config
+
+    cfg = load_edge_config(args.config)
+    updates: dict[str, Any] = {}
+    if args.source is not None:
+        src = cfg.source.model_dump()
+        if args.source == "-":
+            src.update(kind="stdin", path=None)
+        elif args.source.startswith(("rtsp://", "http://", "https://", "rtmp://", "udp://")):
+            src.update(kind="stream", path=args.source)
+        else:
+            src.update(kind="file", path=args.source)
+        if args.fast:
+            src["realtime"] = False
+        if args.loop:
+            src["loop"] = True
+        updates["source"] = src
+    device = cfg.device.model_dump()
+    for key in ("device_id", "site", "lat", "lon"):
+        value = getattr(args, key)
+        if value is not None:
+            device[{"device_id": "id"}.get(key, key)] = value
+    updates["device"] = device
+    if args.model_dir is not None:
+        updates["model"] = {**cfg.model.model_dump(), "dir": args.model_dir}
+    if args.outbox is not None:
+        updates["outbox"] = {**cfg.outbox.model_dump(), "path": args.outbox}
+    if args.mqtt_port is not None or args.mqtt_host is not None:
+        mqtt = cfg.mqtt.model_dump()
+        if args.mqtt_host:
+            mqtt["host"] = args.mqtt_host
+        if args.mqtt_port:
+            mqtt["port"] = args.mqtt_port
+        updates["mqtt"] = mqtt
+    if args.health_port is not None:
+        updates["health"] = {**cfg.health.model_dump(), "port": args.health_port}
+    from edge.config import EdgeConfig
+    from shared.config import format_errors
+
+    try:
+        return EdgeConfig(**{**cfg.model_dump(), **updates})
+    except Exception as exc:
+        from pydantic import ValidationError
+
+        from shared.errors import ConfigError
+
+        if isinstance(exc, ValidationError):
+            raise ConfigError(format_errors(exc, "command line")) from exc
+        raise
+
+
+def _cmd_edge(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    if args.validate_config:
+        print(
+            f"configuration OK: device {cfg.device.site}/{cfg.device.id}, source {cfg.source.kind}"
+        )
+        return 0
+    from edge.agent import EdgeAgent
+
+    agent = EdgeAgent(cfg)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    agent.start()
+    next_heartbeat = time.monotonic() + min(5.0, cfg.heartbeat_s)
+    next_expire = time.monotonic() + EXPIRE_EVERY_S
+    finished_at: float | None = None
+    while not stop.wait(0.2):
+        now = time.monotonic()
+        if now >= next_heartbeat:
+            agent.send_heartbeat()
+            next_heartbeat = now + cfg.heartbeat_s
+        if now >= next_expire:
+            agent.outbox.expire()
+            next_expire = now + EXPIRE_EVERY_S
+        if agent.finished and args.exit_when_done:
+            if finished_at is None:
+                finished_at = now
+                agent.send_heartbeat()
+            if agent.drained() or now - finished_at > args.drain_timeout:
+                break
+    drained = agent.drained()
+    agent.stop()
+    if agent.capture_error:
+        log.error("capture failed: %s", agent.capture_error)
+        return 1
+    if args.exit_when_done and not drained:
+        log.warning("stopped with undelivered messages in the outbox (kept for the next run)")
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("edge", help="run the edge agent (capture, classify, publish)")
+    p.add_argument("--config", type=Path, default=None, help="YAML configuration file")
+    p.add_argument("--validate-config", action="store_true", help="check configuration and exit")
+    p.add_argument(
+        "--source",
+        default=None,
+        help="file or directory to replay, '-' for raw PCM on stdin, or a stream URL",
+    )
+    p.add_argument("--fast", action="store_true", help="replay files as fast as possible")
+    p.add_argument("--loop", action="store_true", help="replay files forever")
+    p.add_argument("--device-id", default=None)
+    p.add_argument("--site", default=None)
+    p.add_argument("--lat", type=float, default=None)
+    p.add_argument("--lon", type=float, default=None)
+    p.add_argument("--model-dir", type=Path, default=None)
+    p.add_argument("--outbox", type=Path, default=None, help="outbox SQLite file")
+    p.add_argument("--mqtt-host", default=None)
+    p.add_argument("--mqtt-port", type=int, default=None)
+    p.add_argument("--health-port", type=int, default=None, help="0 disables /healthz")
+    p.add_argument(
+        "--exit-when-done",
+        action="store_true",
+        help="exit once a finite source has ended and the outbox is acknowledged",
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        help="with --exit-when-done: longest wait for acknowledgements",
+    )
+    p.set_defaults(handler=_cmd_edge)

@@ -1,0 +1,199 @@
+"""Edge agent configuration: a YAML file plus ``EARWITNESS_EDGE_*`` environment variables.
+
+``runtime`` holds what the cloud may change while the agent runs (thresholds, labels of
+interest, sampling, publishing policy) through the device's ``config`` topic.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from shared.config import MqttSettings, StrictModel, format_errors, load_yaml
+from shared.errors import ConfigError
+from shared.messages import Latitude, Longitude
+from shared.topics import ID_PATTERN
+
+
+class DeviceSettings(StrictModel):
+    id: str = Field("edge-1", pattern=f"^{ID_PATTERN}$", description="unique device id")
+    site: str = Field("default", pattern=f"^{ID_PATTERN}$", description="site the device is at")
+    name: str | None = Field(None, max_length=128, description="human-readable name")
+    lat: Latitude | None = None
+    lon: Longitude | None = None
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> DeviceSettings:
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError("set both lat and lon, or neither")
+        return self
+
+
+class SourceSettings(StrictModel):
+    kind: Literal["mic", "file", "stdin", "stream"] = Field(
+        "file", description="microphone, file/directory replay, raw PCM on stdin, or ffmpeg URL"
+    )
+    path: str | None = Field(None, description="file or directory (file), URL (stream)")
+    device: str | int | None = Field(None, description="microphone name or index (mic)")
+    realtime: bool = Field(True, description="file: replay at real-time pace")
+    loop: bool = Field(False, description="file: start over at the end")
+    sample_rate: int = Field(16000, ge=8000, le=192000, description="stdin/mic: input rate")
+    channels: int = Field(1, ge=1, le=32, description="stdin/mic: interleaved channels")
+    chunk_ms: int = Field(100, ge=10, le=1000, description="capture block length")
+
+    @model_validator(mode="after")
+    def _path_for_file(self) -> SourceSettings:
+        if self.kind in ("file", "stream") and not self.path:
+            raise ValueError(f"source.path is required for kind '{self.kind}'")
+        return self
+
+
+class ModelSettings(StrictModel):
+    name: str = Field("yamnet-int8", description="registry name of the patch model")
+    dir: Path | None = Field(None, description="model directory (default $EARWITNESS_MODEL_DIR)")
+    threads: int = Field(1, ge=1, le=16)
+    groups_file: Path | None = Field(None, description="label groups YAML (default: shipped)")
+
+
+class Trigger(StrictModel):
+    """A label (display name or AudioSet mid) or a label group to detect."""
+
+    label: str | None = None
+    group: str | None = None
+    threshold: float = Field(0.5, gt=0, le=1, description="score that starts an event")
+    hysteresis: float = Field(0.1, ge=0, lt=1, description="event ends below threshold - this")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Trigger:
+        if (self.label is None) == (self.group is None):
+            raise ValueError("a trigger names exactly one of label or group")
+        return self
+
+    @property
+    def target(self) -> str:
+        return self.group or self.label or ""
+
+
+class DetectionSettings(StrictModel):
+    triggers: list[Trigger] = Field(
+        default_factory=lambda: [
+            Trigger(group="distress", threshold=0.4),
+            Trigger(group="alarm", threshold=0.4),
+        ]
+    )
+    min_windows: int = Field(2, ge=1, le=100, description="positive windows before an event")
+    cooldown_s: float = Field(5.0, ge=0, description="quiet time after an event ends")
+    min_dbfs: float = Field(-60.0, le=0, description="windows quieter than this never trigger")
+    update_every_s: float = Field(5.0, gt=0, description="event update messages while active")
+
+
+class PublishSettings(StrictModel):
+    inference: Literal["every", "every_n", "interest", "none"] = Field(
+        "every", description="which windows produce an inference message"
+    )
+    every_n: int = Field(10, ge=1, description="with 'every_n': one window in n")
+    top_k: int = Field(5, ge=1, le=10)
+
+
+class ClipSettings(StrictModel):
+    enabled: bool = True
+    every_n: int = Field(0, ge=0, description="sample one clip every n windows (0: never)")
+    events: bool = Field(True, description="a clip for every event start")
+    low_confidence: tuple[float, float] | None = Field(
+        (0.3, 0.5), description="clip windows whose top score falls in this band"
+    )
+    low_confidence_max_per_hour: int = Field(30, ge=0)
+    pre_roll_s: float = Field(1.0, ge=0, le=10)
+    post_roll_s: float = Field(1.0, ge=0, le=10)
+    max_bytes: int = Field(256 * 1024, ge=4096, le=512 * 1024)
+
+
+class PrivacySettings(StrictModel):
+    enabled: bool = Field(True, description="withhold clips that contain speech")
+    speech_threshold: float = Field(
+        0.3, gt=0, le=1, description="speech group score above which a clip is withheld"
+    )
+
+
+class RuntimeSettings(StrictModel):
+    """The part the cloud may replace at run time (``config`` topic)."""
+
+    version: int = Field(0, ge=0, description="increases with every remote change")
+    detection: DetectionSettings = Field(default_factory=DetectionSettings)
+    publish: PublishSettings = Field(default_factory=PublishSettings)
+    clips: ClipSettings = Field(default_factory=ClipSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+
+
+class OutboxSettings(StrictModel):
+    path: Path = Field(Path("var/outbox.db"), description="SQLite file; keep on persistent storage")
+    max_bytes: int = Field(256 * 1024 * 1024, ge=1024 * 1024, description="drop oldest beyond")
+    max_age_s: float = Field(7 * 24 * 3600, gt=0, description="drop messages older than this")
+    ack_timeout_s: float = Field(30.0, gt=0, description="re-send when not acknowledged by then")
+    drain_rate: float = Field(2000.0, ge=0, description="backlog messages/s (0: unlimited)")
+
+
+class HealthSettings(StrictModel):
+    host: str = "127.0.0.1"
+    port: int = Field(9101, ge=0, le=65535, description="/healthz and /metrics (0: off)")
+
+
+class EdgeConfig(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="EARWITNESS_EDGE_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    device: DeviceSettings = Field(default_factory=DeviceSettings)
+    source: SourceSettings = Field(default_factory=lambda: SourceSettings(kind="mic"))
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
+    heartbeat_s: float = Field(30.0, gt=0, le=3600, description="heartbeat interval")
+    max_backlog_s: float = Field(
+        10.0, ge=1, le=300, description="audio buffered for inference before windows drop"
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return env_settings, init_settings, file_secret_settings
+
+
+def load_edge_config(path: Path | None) -> EdgeConfig:
+    if path is None:
+        try:
+            return EdgeConfig()
+        except ValidationError as exc:
+            raise ConfigError(format_errors(exc, "environment (EARWITNESS_EDGE_*)")) from exc
+    data, annotated = load_yaml(path)
+    try:
+        return EdgeConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError(format_errors(exc, str(path), annotated)) from exc
+
+
+def parse_runtime(payload: bytes) -> RuntimeSettings:
+    """A remote ``config`` message: JSON of RuntimeSettings. Raises ConfigError."""
+    import json
+
+    try:
+        data = json.loads(payload)
+    except ValueError as exc:
+        raise ConfigError(f"remote config is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError("remote config must be a JSON object")
+    try:
+        return RuntimeSettings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_errors(exc, "remote config")) from exc

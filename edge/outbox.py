@@ -1,0 +1,231 @@
+"""Durable store-and-forward: every outgoing message is written here before it is sent,
+and deleted only when the cloud acknowledges it (see docs/protocol.md, "Acknowledgement").
+
+SQLite in WAL mode survives the agent being killed: a committed row is on disk. The
+outbox is bounded by bytes and age; when full, the oldest rows are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    created REAL NOT NULL,
+    sent REAL,
+    attempts INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+@dataclass(frozen=True)
+class Row:
+    seq: int
+    kind: str
+    topic: str
+    payload: bytes
+    created: float
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    rows: int
+    bytes: int
+    min_seq: int
+    next_seq: int
+    dropped: int
+    acked_seq: int
+
+
+class Outbox:
+    def __init__(self, path: Path, max_bytes: int, max_age_s: float) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.max_bytes = max_bytes
+        self.max_age_s = max_age_s
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a commit survives the process being killed (the OS has it);
+        # only a power cut can lose the last transactions.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+        self.epoch = self._meta("epoch") or self._init_epoch()
+        self._next_seq = int(self._meta("next_seq") or 0)
+        self.acked_seq = int(self._meta("acked_seq") or -1)
+        self.dropped = int(self._meta("dropped") or 0)
+        row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox").fetchone()
+        self._rows, self._bytes = int(row[0]), int(row[1])
+        self.new_message = threading.Event()
+
+    def _meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _set_meta(self, key: str, value: object) -> None:
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, str(value)),
+        )
+
+    def _init_epoch(self) -> str:
+        epoch = uuid.uuid4().hex[:16]
+        self._set_meta("epoch", epoch)
+        return epoch
+
+    # -- writing ------------------------------------------------------------------------
+    def append(self, kind: str, topic: str, build: Callable[[int], bytes]) -> int:
+        """Assign the next seq, build the payload with it and store it, atomically."""
+        with self._lock:
+            seq = self._next_seq
+            payload = build(seq)
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT INTO outbox (seq, kind, topic, payload, size, created) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (seq, kind, topic, payload, len(payload), time.time()),
+                )
+                self._set_meta("next_seq", seq + 1)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._next_seq = seq + 1
+            self._rows += 1
+            self._bytes += len(payload)
+            if self._bytes > self.max_bytes:
+                self._drop_oldest_locked()
+        self.new_message.set()
+        return seq
+
+    def _drop_oldest_locked(self) -> None:
+        target = int(self.max_bytes * 0.9)  # drop a little extra so we do not churn per row
+        doomed: list[int] = []
+        freed = 0
+        for seq, size in self._db.execute("SELECT seq, size FROM outbox ORDER BY seq"):
+            if self._bytes - freed <= target:
+                break
+            doomed.append(seq)
+            freed += size
+        self._delete_seqs_locked(doomed, count_as_dropped=True)
+        log.warning("outbox full: dropped %d oldest messages (%d bytes)", len(doomed), freed)
+
+    def _delete_seqs_locked(self, seqs: list[int], count_as_dropped: bool) -> None:
+        if not seqs:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        freed = 0
+        for i in range(0, len(seqs), 500):
+            part = seqs[i : i + 500]
+            marks = ",".join("?" * len(part))
+            freed += int(
+                self._db.execute(
+                    f"SELECT COALESCE(SUM(size), 0) FROM outbox WHERE seq IN ({marks})", part
+                ).fetchone()[0]
+            )
+            self._db.execute(f"DELETE FROM outbox WHERE seq IN ({marks})", part)
+        if count_as_dropped:
+            self.dropped += len(seqs)
+            self._set_meta("dropped", self.dropped)
+        self._db.execute("COMMIT")
+        self._rows -= len(seqs)
+        self._bytes -= freed
+
+    def expire(self) -> int:
+        """Drop rows older than max_age_s; returns how many."""
+        cutoff = time.time() - self.max_age_s
+        with self._lock:
+            seqs = [
+                r[0]
+                for r in self._db.execute(
+                    "SELECT seq FROM outbox WHERE created < ? ORDER BY seq", (cutoff,)
+                )
+            ]
+            self._delete_seqs_locked(seqs, count_as_dropped=True)
+        return len(seqs)
+
+    # -- sending --------------------------------------------------------------------------
+    def due(
+        self, limit: int, ack_timeout_s: float, created_after: float | None = None
+    ) -> list[Row]:
+        """Unsent rows, and rows sent longer than ``ack_timeout_s`` ago, oldest first."""
+        now = time.time()
+        query = (
+            "SELECT seq, kind, topic, payload, created FROM outbox WHERE (sent IS NULL OR sent < ?)"
+        )
+        params: list[object] = [now - ack_timeout_s]
+        if created_after is not None:
+            query += " AND created >= ?"
+            params.append(created_after)
+        query += " ORDER BY seq LIMIT ?"
+        params.append(limit)
+        with self._lock:
+            return [Row(*r) for r in self._db.execute(query, params)]
+
+    def mark_sent(self, seqs: list[int]) -> None:
+        if not seqs:
+            return
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN")
+            for i in range(0, len(seqs), 500):
+                part = seqs[i : i + 500]
+                marks = ",".join("?" * len(part))
+                self._db.execute(
+                    f"UPDATE outbox SET sent = ?, attempts = attempts + 1 WHERE seq IN ({marks})",
+                    [now, *part],
+                )
+            self._db.execute("COMMIT")
+
+    def reset_sent(self) -> None:
+        """After a reconnect: what was sent but not acknowledged may be lost; send again."""
+        with self._lock:
+            self._db.execute("UPDATE outbox SET sent = NULL WHERE sent IS NOT NULL")
+
+    def ack(self, epoch: str, seq: int) -> int:
+        """The cloud has committed everything up to ``seq`` of ``epoch``: delete it."""
+        if epoch != self.epoch:
+            return 0  # an acknowledgement for an earlier outbox (before a reset)
+        with self._lock:
+            if seq <= self.acked_seq:
+                return 0
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox WHERE seq <= ?", (seq,)
+            ).fetchone()
+            self._db.execute("DELETE FROM outbox WHERE seq <= ?", (seq,))
+            self.acked_seq = seq
+            self._set_meta("acked_seq", seq)
+            self._db.execute("COMMIT")
+            self._rows -= int(row[0])
+            self._bytes -= int(row[1])
+            return int(row[0])
+
+    def stats(self) -> OutboxStats:
+        with self._lock:
+            row = self._db.execute("SELECT MIN(seq) FROM outbox").fetchone()
+            min_seq = self._next_seq if row[0] is None else int(row[0])
+            return OutboxStats(
+                self._rows, self._bytes, min_seq, self._next_seq, self.dropped, self.acked_seq
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,161 @@
+"""Send the outbox over MQTT and apply the cloud's acknowledgements and config.
+
+Live messages (created in the last few seconds) go out first; the backlog left by an
+outage drains in seq order at ``drain_rate`` so a reconnecting device neither floods its
+uplink nor delays what it hears now.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import paho.mqtt.client as paho
+
+from edge.outbox import Outbox
+from shared import topics
+from shared.config import MqttSettings
+from shared.messages import AckMessage, StatusMessage, encode
+from shared.mqtt import MqttConnection, Will
+
+log = logging.getLogger(__name__)
+
+LIVE_WINDOW_S = 3.0
+"""Messages younger than this count as live and skip the backlog rate limit."""
+BATCH = 500
+
+
+class Publisher:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        outbox: Outbox,
+        site: str,
+        device: str,
+        status: Callable[[str], StatusMessage],
+        ack_timeout_s: float,
+        drain_rate: float,
+        on_config: Callable[[bytes], None],
+    ) -> None:
+        self.outbox = outbox
+        self.site = site
+        self.device = device
+        self._status = status
+        self.ack_timeout_s = ack_timeout_s
+        self.drain_rate = drain_rate
+        self._on_config = on_config
+        self._stop = threading.Event()
+        self.sent = 0
+        self.acks = 0
+        self._reconnected = threading.Event()
+        will = Will(
+            topics.topic(site, device, topics.Kind.STATUS), encode(status("offline")), 1, True
+        )
+        # Client id = device id: the broker's ACL ties the device's credentials to it, and
+        # a second agent with the same id takes over the session.
+        self.mqtt = MqttConnection(settings, device, will=will, max_inflight=1000)
+        self.mqtt.on_connect = self._connected
+        self.mqtt.on_message = self._message
+        self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
+
+    @property
+    def connected(self) -> bool:
+        return self.mqtt.connected.is_set()
+
+    def start(self) -> None:
+        self.mqtt.start()
+        self._thread.start()
+
+    def stop(self, flush_s: float = 2.0) -> None:
+        """Give the backlog ``flush_s`` to go out, then say goodbye and disconnect."""
+        deadline = time.monotonic() + flush_s
+        while time.monotonic() < deadline and self.connected:
+            if not self.outbox.due(1, self.ack_timeout_s):
+                break
+            time.sleep(0.05)
+        self._stop.set()
+        self._thread.join(2)
+        if self.connected:
+            self.publish_status("offline")
+        self.mqtt.stop()
+
+    def publish_status(self, state: str) -> None:
+        info = self.mqtt.publish(
+            topics.topic(self.site, self.device, topics.Kind.STATUS),
+            encode(self._status(state)),
+            qos=1,
+            retain=True,
+        )
+        with contextlib.suppress(RuntimeError, ValueError):
+            info.wait_for_publish(1.0)
+
+    def _connected(self, conn: MqttConnection) -> None:
+        conn.subscribe(topics.topic(self.site, self.device, topics.Downlink.ACK), qos=1)
+        conn.subscribe(topics.topic(self.site, self.device, topics.Downlink.CONFIG), qos=1)
+        self._reconnected.set()
+        self.publish_status("online")
+
+    def _message(self, msg: paho.MQTTMessage) -> None:
+        kind = msg.topic.rsplit("/", 1)[-1]
+        if kind == topics.Downlink.ACK:
+            try:
+                ack = AckMessage.model_validate(json.loads(msg.payload))
+            except ValueError as exc:
+                log.warning("ignoring malformed ack: %s", exc)
+                return
+            deleted = self.outbox.ack(ack.epoch, ack.seq)
+            self.acks += 1
+            if deleted:
+                log.debug("ack %s: %d messages confirmed", ack.seq, deleted)
+        elif kind == topics.Downlink.CONFIG and msg.payload:
+            self._on_config(bytes(msg.payload))
+
+    def _run(self) -> None:
+        tokens = 0.0
+        last = time.monotonic()
+        while not self._stop.is_set():
+            if not self.connected:
+                self._stop.wait(0.1)
+                continue
+            if self._reconnected.is_set():
+                self._reconnected.clear()
+                self.outbox.reset_sent()  # unacknowledged sends may have died with the broker
+            now = time.monotonic()
+            if self.drain_rate > 0:
+                tokens = min(self.drain_rate, tokens + (now - last) * self.drain_rate)
+            last = now
+            live = self.outbox.due(
+                BATCH, self.ack_timeout_s, created_after=time.time() - LIVE_WINDOW_S
+            )
+            sent = self._send(live)
+            backlog_limit = BATCH if self.drain_rate <= 0 else int(tokens)
+            if backlog_limit > 0:
+                backlog = [
+                    r
+                    for r in self.outbox.due(backlog_limit, self.ack_timeout_s)
+                    if r.seq not in sent
+                ]
+                sent |= self._send(backlog)
+                if self.drain_rate > 0:
+                    tokens -= len(backlog)
+            if not sent:
+                self.outbox.new_message.wait(0.05)
+                self.outbox.new_message.clear()
+
+    def _send(self, rows: list) -> set[int]:
+        done: set[int] = set()
+        for row in rows:
+            if not self.connected:
+                break
+            info = self.mqtt.publish(row.topic, row.payload, qos=1)
+            if info.rc != paho.MQTT_ERR_SUCCESS:
+                break
+            done.add(row.seq)
+        if done:
+            self.outbox.mark_sent(sorted(done))
+            self.sent += len(done)
+        return done

@@ -1,0 +1,202 @@
+"""The edge agent end to end: real model, real Mosquitto (shared or private), real audio."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.agent import EdgeAgent
+from shared import audio
+from shared.messages import ClipMessage, EventMessage, HeartbeatMessage, InferenceMessage, decode
+from tests.conftest import ESC50, SPEECH
+from tests.edge_helpers import ArraySource, Collector, edge_config, noise, run_until_finished
+from tests.ingest_helpers import wait_for
+from tests.services import unique
+
+pytestmark = pytest.mark.mqtt
+
+
+def _esc50(category: str) -> Path:
+    import csv
+
+    with (ESC50 / "meta.csv").open() as fh:
+        for row in csv.DictReader(fh):
+            if row["category"] == category:
+                return ESC50 / row["filename"]
+    raise AssertionError(category)
+
+
+@pytest.mark.parametrize(("category", "group"), [("siren", "alarm"), ("dog", "animal")])
+def test_replay_esc50_clip_gives_events_inferences_and_a_clip(
+    tmp_path: Path, category: str, group: str
+) -> None:
+    site = unique("s")
+    src = tmp_path / "audio"
+    src.mkdir()
+    shutil.copy(_esc50(category), src)
+    cfg = edge_config(
+        src,
+        site,
+        runtime={"detection": {"triggers": [{"group": group, "threshold": 0.4}], "min_windows": 2}},
+    )
+    collector = Collector(site)
+    agent = EdgeAgent(cfg)
+    agent.start()
+    try:
+        run_until_finished(agent)
+        agent.send_heartbeat()
+        wait_for(lambda: len(collector.of_kind("heartbeat")) == 1, what="heartbeat")
+    finally:
+        agent.stop()
+    decoded = [decode(t, p) for t, p in collector.messages if not t.endswith("/status")]
+    inferences = [m for m in decoded if isinstance(m, InferenceMessage)]
+    events = [m for m in decoded if isinstance(m, EventMessage)]
+    clips = [m for m in decoded if isinstance(m, ClipMessage)]
+    assert len(inferences) == 10  # 5 s -> 10 windows, every one published
+    assert all(m.location is not None and m.model.startswith("yamnet-int8@") for m in inferences)
+    assert {e.group for e in events} == {group}
+    assert events[0].phase == "start" and events[-1].phase == "end"
+    assert clips, "an event start must produce a clip"
+    clip = clips[0]
+    assert clip.reason == "event" and clip.event_id == events[0].event_id
+    wave = audio.decode_bytes(clip.audio(), "clip")
+    assert abs(wave.size / 16000 - clip.duration_s) < 0.01
+    assert 1.5 < clip.duration_s < 8
+    seqs = sorted(m.seq for m in decoded if hasattr(m, "seq"))
+    assert seqs == list(range(len(seqs)))  # one sequence, no gaps
+    collector.close()
+
+
+def test_speech_clips_are_never_published(tmp_path: Path) -> None:
+    site = unique("s")
+    cfg = edge_config(
+        SPEECH,
+        site,
+        runtime={
+            "clips": {"every_n": 1, "low_confidence": None},
+            "detection": {"triggers": [{"group": "distress", "threshold": 0.4}]},
+        },
+        outbox={"path": str(tmp_path / "outbox.db")},
+    )
+    collector = Collector(site)
+    agent = EdgeAgent(cfg)
+    agent.start()
+    try:
+        run_until_finished(agent)
+        agent.send_heartbeat()
+        wait_for(lambda: len(collector.of_kind("heartbeat")) == 1, what="heartbeat")
+    finally:
+        agent.stop()
+    assert collector.of_kind("inference"), "speech windows are still classified and published"
+    assert collector.of_kind("clip") == []
+    ((hb_topic, hb_payload),) = collector.of_kind("heartbeat")
+    heartbeat = decode(hb_topic, hb_payload)
+    assert isinstance(heartbeat, HeartbeatMessage)
+    assert heartbeat.clips_blocked_privacy >= 10 and heartbeat.clips_sent == 0
+    # Nothing of the audio was written: the outbox never held a clip row.
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "outbox.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM outbox WHERE kind = 'clip'").fetchone()[0] == 0
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("outbox.db")) == []
+    collector.close()
+
+
+def test_remote_config_bad_is_rejected_good_is_applied(tmp_path: Path) -> None:
+    site = unique("s")
+    cfg = edge_config(tmp_path, site)
+    collector = Collector(site)
+    agent = EdgeAgent(cfg, source=ArraySource(noise(120), speed=10))
+    agent.start()
+    try:
+        wait_for(lambda: agent.publisher.connected, what="agent connected")
+        config_topic = f"earwitness/v1/{site}/dev1/config"
+        windows_before = agent.windows
+        collector.publish(config_topic, b"{not json", retain=True)
+        wait_for(
+            lambda: any(s.get("config_error") for s in collector.statuses()),
+            what="status with config_error",
+        )
+        assert "not JSON" in collector.statuses()[-1]["config_error"]
+        collector.publish(
+            config_topic,
+            b'{"version": 2, "detection": {"triggers": [{"group": "sirens"}]}}',
+            retain=True,
+        )
+        wait_for(
+            lambda: (
+                "unknown group 'sirens'" in (collector.statuses()[-1].get("config_error") or "")
+            ),
+            what="unknown group rejected",
+        )
+        collector.publish(config_topic, b'{"version": 2, "detectoin": {}}', retain=True)
+        wait_for(
+            lambda: (
+                "detectoin: unknown key" in (collector.statuses()[-1].get("config_error") or "")
+            ),
+            what="typo rejected",
+        )
+        assert agent._runtime.settings.version == 0  # the old config is still in force
+        wait_for(lambda: agent.windows > windows_before + 5, what="agent keeps running")
+        collector.publish(
+            config_topic, b'{"version": 3, "publish": {"inference": "none"}}', retain=True
+        )
+        wait_for(lambda: collector.statuses()[-1].get("config_version") == 3, what="applied")
+        assert "config_error" not in collector.statuses()[-1]
+        time.sleep(0.5)
+        distinct = lambda: len({p for _t, p in collector.of_kind("inference")})  # noqa: E731
+        count = distinct()  # (no ingest here: unacknowledged messages are re-sent, same bytes)
+        time.sleep(1.0)
+        assert distinct() == count  # policy 'none' took effect
+    finally:
+        agent.stop()
+        collector.publish(f"earwitness/v1/{site}/dev1/config", b"", retain=True)  # clear it
+        collector.close()
+
+
+def test_slow_inference_drops_windows_but_capture_never_waits(tmp_path: Path) -> None:
+    site = unique("s")
+    cfg = edge_config(tmp_path, site, max_backlog_s=2)
+    source = ArraySource(noise(60), speed=20)  # one hop every 24 ms
+    agent = EdgeAgent(cfg, source=source)
+    real = agent.model.run_patch
+
+    def slow(features):  # type: ignore[no-untyped-def]
+        time.sleep(0.06)
+        return real(features)
+
+    agent.model.run_patch = slow  # type: ignore[method-assign]
+    agent.start()
+    try:
+        wait_for(lambda: source.finished_at is not None, timeout=30, what="capture finished")
+        assert source.finished_at is not None and source.finished_at < 3.6  # 60 s / 20x + slack
+        assert agent.buffer.dropped_windows > 20
+        run_until_finished(agent)
+        counters = agent.counters()
+        assert counters["windows_dropped"] >= agent.buffer.dropped_windows
+        # 60 s make 124 windows: each was either processed or counted as dropped.
+        assert 120 <= counters["windows_processed"] + counters["windows_dropped"] <= 126
+    finally:
+        agent.stop()
+
+
+def test_silence_starts_no_event(tmp_path: Path) -> None:
+    site = unique("s")
+    cfg = edge_config(
+        tmp_path,
+        site,
+        runtime={
+            "detection": {"triggers": [{"label": "Silence", "threshold": 0.1}], "min_dbfs": -60}
+        },
+    )
+    agent = EdgeAgent(cfg, source=ArraySource(np.zeros(16000 * 5, np.float32)))
+    agent.start()
+    try:
+        run_until_finished(agent)
+        assert agent.events_sent == 0  # YAMNet says "Silence" loudly, but the gate holds
+    finally:
+        agent.stop()

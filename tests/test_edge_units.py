@@ -1,0 +1,197 @@
+"""Edge building blocks with synthetic inputs: capture buffer, ring, levels, events,
+outbox bounds and acknowledgement."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.capture import AudioRing, CaptureBuffer
+from edge.config import DetectionSettings, Trigger
+from edge.events import EventDetector
+from edge.levels import FLOOR_DBFS, RunningLeq, dbfs
+from edge.outbox import Outbox
+from shared.frontend import PATCH_HOP_SAMPLES
+from shared.labels import LabelGroups
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_capture_buffer_drops_whole_hops_and_never_blocks() -> None:
+    buf = CaptureBuffer(max_samples=16000 * 10)
+    chunk = np.zeros(1600, np.float32)
+    t = time.perf_counter()
+    for _ in range(600):  # 60 s of audio, nobody consuming
+        buf.put(chunk)
+    assert time.perf_counter() - t < 0.5
+    assert buf.depth_samples <= 16000 * 10
+    assert buf.dropped_samples % PATCH_HOP_SAMPLES == 0
+    assert buf.dropped_windows == (600 * 1600 - buf.depth_samples) // PATCH_HOP_SAMPLES
+    first = buf.get(0.1)
+    assert first is not None and first.start == buf.dropped_samples  # positions reveal the gap
+
+
+def test_capture_buffer_close_wakes_the_consumer() -> None:
+    buf = CaptureBuffer(16000)
+    threading.Timer(0.1, buf.close).start()
+    t = time.perf_counter()
+    assert buf.get(5.0) is None
+    assert time.perf_counter() - t < 2 and buf.finished
+
+
+def test_audio_ring_wraps_and_fills_gaps_with_silence() -> None:
+    ring = AudioRing(1000)
+    ring.write(0, np.arange(800, dtype=np.float32))
+    ring.write(800, np.arange(800, 1400, dtype=np.float32))
+    assert ring.start == 400 and ring.end == 1400
+    np.testing.assert_array_equal(ring.read(500, 1300), np.arange(500, 1300, dtype=np.float32))
+    assert ring.read(0, 100).size == 0  # overwritten
+    ring.write(1600, np.ones(100, np.float32))  # 200 samples were dropped
+    gap = ring.read(1400, 1700)
+    assert (gap[:200] == 0).all() and (gap[200:] == 1).all()
+
+
+def test_levels() -> None:
+    assert dbfs(np.zeros(100, np.float32)) == FLOOR_DBFS
+    assert dbfs(np.ones(100, np.float32)) == pytest.approx(0.0)
+    sine = np.sin(np.linspace(0, 200 * np.pi, 16000)).astype(np.float32)
+    assert dbfs(sine) == pytest.approx(-3.01, abs=0.02)
+    leq = RunningLeq(windows=4)
+    for level in (-20, -20, -20, -20):
+        leq.add(level)
+    assert leq.value == pytest.approx(-20)
+    leq.add(-10)  # energy average, not level average
+    assert leq.value == pytest.approx(10 * np.log10((3 * 0.01 + 0.1) / 4))
+
+
+def _detector(class_map, **kw):  # type: ignore[no-untyped-def]
+    settings = DetectionSettings(
+        triggers=[Trigger(group="alarm", threshold=0.5, hysteresis=0.2)],
+        min_windows=2,
+        cooldown_s=2.0,
+        min_dbfs=-50,
+        update_every_s=1.0,
+        **kw,
+    )
+    return EventDetector(settings, class_map, LabelGroups.load(class_map))
+
+
+def _run(det, class_map, seq):  # type: ignore[no-untyped-def]
+    siren = class_map.find("Siren").index
+    out = []
+    for i, (score, level) in enumerate(seq):
+        scores = np.zeros(521, np.float32)
+        scores[siren] = score
+        groups = {"alarm": score}
+        out += [
+            (i, u)
+            for u in det.update(T0 + timedelta(seconds=0.48 * i), 0.96, scores, groups, level)
+        ]
+    return out
+
+
+def test_event_needs_min_windows_and_ends_with_hysteresis(class_map) -> None:  # type: ignore[no-untyped-def]
+    det = _detector(class_map)
+    seq = [
+        (0.6, -20),
+        (0.2, -20),
+        (0.6, -20),
+        (0.7, -20),
+        (0.4, -20),
+        (0.35, -20),
+        (0.9, -20),
+        (0.1, -20),
+    ]
+    out = _run(det, class_map, seq)
+    phases = [(i, u.phase) for i, u in out]
+    # one positive then a miss: no event; two in a row start it; 0.4 and 0.35 stay above
+    # 0.5 - 0.2 (hysteresis); update after >= 1 s; 0.1 ends it.
+    assert phases[0] == (3, "start")
+    assert phases[-1] == (7, "end")
+    start, end = out[0][1], out[-1][1]
+    assert start.started_at == T0 + timedelta(seconds=0.96)  # the first positive window
+    assert end.peak_score == pytest.approx(0.9) and end.windows == 5
+    assert any(p == "update" for _, p in phases)
+
+
+def test_cooldown_and_volume_gate(class_map) -> None:  # type: ignore[no-untyped-def]
+    det = _detector(class_map)
+    loud, quiet = -20, -70
+    seq = [
+        (0.9, loud),
+        (0.9, loud),
+        (0.1, loud),  # event 1 ends at window 2
+        (0.9, loud),
+        (0.9, loud),  # within 2 s cooldown: ignored
+        (0.9, quiet),
+        (0.9, quiet),
+        (0.9, quiet),
+        (0.9, quiet),
+        (0.9, quiet),  # silent
+        (0.9, loud),
+        (0.9, loud),
+    ]  # new event
+    phases = [(i, u.phase) for i, u in _run(det, class_map, seq)]
+    assert phases == [(1, "start"), (2, "end"), (11, "start")]
+
+
+def test_unknown_trigger_group_is_a_config_error(class_map) -> None:  # type: ignore[no-untyped-def]
+    from shared.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown group 'sirens'"):
+        EventDetector(
+            DetectionSettings(triggers=[Trigger(group="sirens")]),
+            class_map,
+            LabelGroups.load(class_map),
+        )
+
+
+def test_outbox_survives_reopen_and_acks(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    box = Outbox(path, 10 * 2**20, 3600)
+    epoch = box.epoch
+    for i in range(5):
+        box.append("inference", "t", lambda seq, i=i: f"m{seq}".encode())
+    box.close()
+    box = Outbox(path, 10 * 2**20, 3600)
+    assert box.epoch == epoch
+    assert [r.seq for r in box.due(10, 30)] == [0, 1, 2, 3, 4]
+    assert box.append("inference", "t", lambda seq: b"x") == 5  # seq continues
+    assert box.ack("otherepoch", 10) == 0
+    assert box.ack(epoch, 2) == 3
+    assert box.stats().min_seq == 3 and box.stats().rows == 3
+    box.mark_sent([3, 4, 5])
+    assert box.due(10, 30) == []
+    assert [r.seq for r in box.due(10, 0)] == [3, 4, 5]  # ack timeout 0: all due again
+    box.close()
+
+
+def test_outbox_full_drops_oldest_and_counts(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db", 2**20, 3600)
+    payload = b"x" * 10_000
+    t = time.perf_counter()
+    for _ in range(300):  # 3 MB into a 1 MiB outbox
+        box.append("clip", "t", lambda seq: payload)
+    elapsed = time.perf_counter() - t
+    stats = box.stats()
+    assert stats.bytes <= 2**20
+    assert stats.dropped == 300 - stats.rows
+    assert stats.min_seq == stats.dropped  # the oldest went first
+    assert elapsed < 5
+    box.close()
+
+
+def test_outbox_expires_old_rows(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db", 2**20, max_age_s=0.05)
+    box.append("inference", "t", lambda seq: b"a")
+    time.sleep(0.1)
+    box.append("inference", "t", lambda seq: b"b")
+    box.max_age_s = 0.05
+    assert box.expire() >= 1
+    assert box.stats().dropped >= 1
+    box.close()
