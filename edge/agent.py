@@ -88,7 +88,10 @@ class EdgeAgent:
         self._runtime_lock = threading.Lock()
         self.config_error: str | None = None
         self.source = source or open_source(cfg.source)
-        self.buffer = CaptureBuffer(int(cfg.max_backlog_s * SAMPLE_RATE))
+        self.buffer = CaptureBuffer(
+            int(cfg.max_backlog_s * SAMPLE_RATE),
+            backpressure=not getattr(self.source, "live", True),
+        )
         self.ring = AudioRing(int(RING_SECONDS * SAMPLE_RATE))
         self.speech = SpeechTrack(int(RING_SECONDS * SAMPLE_RATE))
         self.clips_blocked = 0

@@ -22,10 +22,15 @@ class Chunk:
 class CaptureBuffer:
     """Capture puts, inference gets. When inference falls behind and more than
     ``max_samples`` are waiting, the oldest audio is dropped in whole 0.48 s hops (each
-    hop lost is one analysis window that will not exist) and counted."""
+    hop lost is one analysis window that will not exist) and counted.
 
-    def __init__(self, max_samples: int) -> None:
+    ``backpressure=True`` is for sources that are not live (a file replayed as fast as
+    possible): there nothing is lost by waiting, so ``put`` waits for room instead.
+    """
+
+    def __init__(self, max_samples: int, backpressure: bool = False) -> None:
         self.max_samples = max(max_samples, 2 * PATCH_HOP_SAMPLES)
+        self.backpressure = backpressure
         self._chunks: deque[Chunk] = deque()
         self._size = 0
         self._position = 0
@@ -43,6 +48,8 @@ class CaptureBuffer:
 
     def put(self, samples: Waveform) -> None:
         with self._cond:
+            while self.backpressure and self._size >= self.max_samples and not self._closed:
+                self._cond.wait(0.5)
             self._chunks.append(Chunk(self._position, samples))
             self._position += samples.size
             self._size += samples.size
@@ -74,6 +81,8 @@ class CaptureBuffer:
                 return None
             chunk = self._chunks.popleft()
             self._size -= chunk.samples.size
+            if self.backpressure:
+                self._cond.notify_all()
             return chunk
 
     def close(self) -> None:

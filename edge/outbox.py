@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     sent REAL,
     attempts INTEGER NOT NULL DEFAULT 0
 );
+CREATE INDEX IF NOT EXISTS ix_outbox_sent ON outbox (sent);
 """
 
 
@@ -66,7 +67,14 @@ class Outbox:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
         self.epoch = self._meta("epoch") or self._init_epoch()
-        self._next_seq = int(self._meta("next_seq") or 0)
+        highest = self._db.execute("SELECT MAX(seq) FROM outbox").fetchone()[0]
+        self._next_seq = (
+            max(
+                -1 if highest is None else int(highest),
+                int(self._meta("deleted_upto") or -1),
+            )
+            + 1
+        )
         self.acked_seq = int(self._meta("acked_seq") or -1)
         self.dropped = int(self._meta("dropped") or 0)
         row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox").fetchone()
@@ -95,18 +103,13 @@ class Outbox:
         with self._lock:
             seq = self._next_seq
             payload = build(seq)
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute(
-                    "INSERT INTO outbox (seq, kind, topic, payload, size, created) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (seq, kind, topic, payload, len(payload), time.time()),
-                )
-                self._set_meta("next_seq", seq + 1)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            # One INSERT, its own transaction. The next seq is derived on open from the
+            # highest seq present or ever deleted, so no second write per message.
+            self._db.execute(
+                "INSERT INTO outbox (seq, kind, topic, payload, size, created) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (seq, kind, topic, payload, len(payload), time.time()),
+            )
             self._next_seq = seq + 1
             self._rows += 1
             self._bytes += len(payload)
@@ -144,9 +147,15 @@ class Outbox:
         if count_as_dropped:
             self.dropped += len(seqs)
             self._set_meta("dropped", self.dropped)
+        self._note_deleted_locked(max(seqs))
         self._db.execute("COMMIT")
         self._rows -= len(seqs)
         self._bytes -= freed
+
+    def _note_deleted_locked(self, seq: int) -> None:
+        """Remember the highest seq ever deleted: seqs are never reused in an epoch."""
+        if seq > int(self._meta("deleted_upto") or -1):
+            self._set_meta("deleted_upto", seq)
 
     def expire(self) -> int:
         """Drop rows older than max_age_s; returns how many."""
@@ -162,22 +171,41 @@ class Outbox:
         return len(seqs)
 
     # -- sending --------------------------------------------------------------------------
-    def due(
-        self, limit: int, ack_timeout_s: float, created_after: float | None = None
-    ) -> list[Row]:
-        """Unsent rows, and rows sent longer than ``ack_timeout_s`` ago, oldest first."""
-        now = time.time()
-        query = (
-            "SELECT seq, kind, topic, payload, created FROM outbox WHERE (sent IS NULL OR sent < ?)"
-        )
-        params: list[object] = [now - ack_timeout_s]
-        if created_after is not None:
-            query += " AND created >= ?"
-            params.append(created_after)
+    def rows_after(self, after_seq: int, limit: int, upto: int | None = None) -> list[Row]:
+        """Rows with ``after_seq < seq [<= upto]`` in seq order (primary-key range scan)."""
+        query = "SELECT seq, kind, topic, payload, created FROM outbox WHERE seq > ?"
+        params: list[object] = [after_seq]
+        if upto is not None:
+            query += " AND seq <= ?"
+            params.append(upto)
         query += " ORDER BY seq LIMIT ?"
         params.append(limit)
         with self._lock:
             return [Row(*r) for r in self._db.execute(query, params)]
+
+    def expired(self, ack_timeout_s: float, limit: int) -> list[Row]:
+        """Rows sent longer than ``ack_timeout_s`` ago and still not acknowledged."""
+        with self._lock:
+            return [
+                Row(*r)
+                for r in self._db.execute(
+                    "SELECT seq, kind, topic, payload, created FROM outbox "
+                    "WHERE sent IS NOT NULL AND sent < ? ORDER BY seq LIMIT ?",
+                    (time.time() - ack_timeout_s, limit),
+                )
+            ]
+
+    def due(self, limit: int, ack_timeout_s: float) -> list[Row]:
+        """Unsent rows and rows whose acknowledgement is overdue, oldest first."""
+        with self._lock:
+            return [
+                Row(*r)
+                for r in self._db.execute(
+                    "SELECT seq, kind, topic, payload, created FROM outbox "
+                    "WHERE sent IS NULL OR sent < ? ORDER BY seq LIMIT ?",
+                    (time.time() - ack_timeout_s, limit),
+                )
+            ]
 
     def mark_sent(self, seqs: list[int]) -> None:
         if not seqs:
@@ -194,11 +222,6 @@ class Outbox:
                 )
             self._db.execute("COMMIT")
 
-    def reset_sent(self) -> None:
-        """After a reconnect: what was sent but not acknowledged may be lost; send again."""
-        with self._lock:
-            self._db.execute("UPDATE outbox SET sent = NULL WHERE sent IS NOT NULL")
-
     def ack(self, epoch: str, seq: int) -> int:
         """The cloud has committed everything up to ``seq`` of ``epoch``: delete it."""
         if epoch != self.epoch:
@@ -213,10 +236,15 @@ class Outbox:
             self._db.execute("DELETE FROM outbox WHERE seq <= ?", (seq,))
             self.acked_seq = seq
             self._set_meta("acked_seq", seq)
+            self._note_deleted_locked(seq)
             self._db.execute("COMMIT")
             self._rows -= int(row[0])
             self._bytes -= int(row[1])
             return int(row[0])
+
+    @property
+    def last_seq(self) -> int:
+        return self._next_seq - 1
 
     def stats(self) -> OutboxStats:
         with self._lock:

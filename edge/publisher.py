@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import paho.mqtt.client as paho
 
-from edge.outbox import Outbox
+from edge.outbox import Outbox, Row
 from shared import topics
 from shared.config import MqttSettings
 from shared.messages import AckMessage, StatusMessage, encode
@@ -115,47 +115,66 @@ class Publisher:
             self._on_config(bytes(msg.payload))
 
     def _run(self) -> None:
+        """Three cursors over the outbox: live rows (newer than the last reconnect) go
+        out at once; the backlog from before the reconnect drains in seq order at
+        ``drain_rate``; rows whose acknowledgement is overdue are re-sent."""
         tokens = 0.0
         last = time.monotonic()
+        live_after = backlog_after = backlog_upto = -1
+        next_expiry_check = 0.0
         while not self._stop.is_set():
             if not self.connected:
                 self._stop.wait(0.1)
                 continue
             if self._reconnected.is_set():
+                # Sent-but-unacknowledged rows may have died with the broker or the
+                # connection: everything still in the outbox is backlog again.
                 self._reconnected.clear()
-                self.outbox.reset_sent()  # unacknowledged sends may have died with the broker
+                backlog_after = self.outbox.acked_seq
+                backlog_upto = live_after = self.outbox.last_seq
             now = time.monotonic()
             if self.drain_rate > 0:
                 tokens = min(self.drain_rate, tokens + (now - last) * self.drain_rate)
             last = now
-            live = self.outbox.due(
-                BATCH, self.ack_timeout_s, created_after=time.time() - LIVE_WINDOW_S
-            )
-            sent = self._send(live)
-            backlog_limit = BATCH if self.drain_rate <= 0 else int(tokens)
-            if backlog_limit > 0:
-                backlog = [
-                    r
-                    for r in self.outbox.due(backlog_limit, self.ack_timeout_s)
-                    if r.seq not in sent
-                ]
-                sent |= self._send(backlog)
-                if self.drain_rate > 0:
-                    tokens -= len(backlog)
-            if not sent:
+            busy = False
+            live = self.outbox.rows_after(live_after, BATCH)
+            if live:
+                live_after = max(live_after, self._send(live))
+                busy = len(live) == BATCH
+            if backlog_after < backlog_upto:
+                limit = BATCH if self.drain_rate <= 0 else min(BATCH, int(tokens))
+                if limit > 0:
+                    rows = self.outbox.rows_after(backlog_after, limit, upto=backlog_upto)
+                    if rows:
+                        backlog_after = max(backlog_after, self._send(rows))
+                        tokens -= len(rows)
+                    else:
+                        backlog_after = backlog_upto
+                busy = busy or backlog_after < backlog_upto
+            if now >= next_expiry_check:
+                next_expiry_check = now + min(1.0, self.ack_timeout_s / 4)
+                overdue = self.outbox.expired(self.ack_timeout_s, BATCH)
+                if overdue:
+                    self._send(overdue)
+                    busy = True
+            if not busy:
+                # Let messages gather for a few ms: one outbox query and one mark_sent
+                # per batch instead of one per message.
                 self.outbox.new_message.wait(0.05)
                 self.outbox.new_message.clear()
+                self._stop.wait(0.01)
 
-    def _send(self, rows: list) -> set[int]:
-        done: set[int] = set()
+    def _send(self, rows: list[Row]) -> int:
+        """Publish rows in order until one fails; returns the last seq handed to MQTT."""
+        done: list[int] = []
         for row in rows:
             if not self.connected:
                 break
             info = self.mqtt.publish(row.topic, row.payload, qos=1)
             if info.rc != paho.MQTT_ERR_SUCCESS:
                 break
-            done.add(row.seq)
+            done.append(row.seq)
         if done:
-            self.outbox.mark_sent(sorted(done))
+            self.outbox.mark_sent(done)
             self.sent += len(done)
-        return done
+        return done[-1] if done else -1

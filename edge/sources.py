@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 class AudioSource(Protocol):
     name: str
+    live: bool  # False: audio can wait for inference (fast file replay), nothing is dropped
 
     def chunks(self, stop: threading.Event) -> Iterator[Waveform]: ...
 
@@ -44,8 +45,10 @@ class FileSource:
             raise ConfigError(f"source.path: no audio files in {path}")
         self.realtime = realtime
         self.loop = loop
-        self.chunk = int(SAMPLE_RATE * chunk_ms / 1000)
+        # Replaying as fast as possible: bigger chunks, fewer hand-offs between threads.
+        self.chunk = int(SAMPLE_RATE * (chunk_ms if realtime else max(chunk_ms, 1000)) / 1000)
         self.name = f"file:{path}"
+        self.live = realtime
         self.skipped: list[str] = []
 
     def chunks(self, stop: threading.Event) -> Iterator[Waveform]:
@@ -88,6 +91,7 @@ class PcmStreamSource:
         self.frame_bytes = 2 * channels
         self.chunk_bytes = max(1, int(rate * chunk_ms / 1000)) * self.frame_bytes
         self.name = name
+        self.live = True  # a pipe from arecord or ffmpeg: blocking it would lose audio upstream
         self._resampler = (
             soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
             if rate != SAMPLE_RATE
@@ -125,6 +129,7 @@ class StreamSource:
         self.url = url
         self.chunk_ms = chunk_ms
         self.name = f"stream:{url}"
+        self.live = True
 
     def chunks(self, stop: threading.Event) -> Iterator[Waveform]:
         cmd = [
@@ -170,6 +175,7 @@ class MicSource:
         self.channels = channels
         self.block = int(rate * chunk_ms / 1000)
         self.name = f"mic:{device if device is not None else 'default'}"
+        self.live = True
 
     def chunks(self, stop: threading.Event) -> Iterator[Waveform]:
         import queue

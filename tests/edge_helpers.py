@@ -48,6 +48,7 @@ class ArraySource:
         self.speed = speed
         self.chunk = chunk
         self.name = "array"
+        self.live = speed > 0
         self.finished_at: float | None = None
 
     def chunks(self, stop: threading.Event) -> Iterator[Waveform]:

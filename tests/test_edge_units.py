@@ -195,3 +195,36 @@ def test_outbox_expires_old_rows(tmp_path: Path) -> None:
     assert box.expire() >= 1
     assert box.stats().dropped >= 1
     box.close()
+
+
+def test_capture_buffer_backpressure_for_non_live_sources() -> None:
+    buf = CaptureBuffer(max_samples=16000, backpressure=True)
+    chunk = np.zeros(1600, np.float32)
+    got: list[int] = []
+
+    def consume() -> None:
+        while (c := buf.get(1.0)) is not None:
+            got.append(c.start)
+            time.sleep(0.001)
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    for _ in range(200):  # 20 s of audio through a 1 s buffer: the producer waits instead
+        buf.put(chunk)
+        assert buf.depth_samples <= 16000 + 1600
+    buf.close()
+    consumer.join(10)
+    assert buf.dropped_samples == 0
+    assert got == [i * 1600 for i in range(200)]
+
+
+def test_outbox_never_reuses_a_seq_after_everything_is_deleted(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    box = Outbox(path, 10 * 2**20, 3600)
+    for _ in range(4):
+        box.append("inference", "t", lambda seq: b"x")
+    box.ack(box.epoch, 3)  # the outbox is empty now
+    box.close()
+    box = Outbox(path, 10 * 2**20, 3600)
+    assert box.append("inference", "t", lambda seq: b"y") == 4
+    box.close()
