@@ -10,7 +10,7 @@ ifneq ($(wildcard $(SHARED_MODELS)/yamnet_spectra_in.tflite),)
 export EARWITNESS_MODEL_DIR ?= $(SHARED_MODELS)
 endif
 
-.PHONY: install test lint run bench clean
+.PHONY: install assets test lint run demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -18,7 +18,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
 	touch $@
 
-install: $(VENV)/.installed
+# Leaflet and plugins from the npm registry, pinned in package-lock.json, never committed.
+cloud/web/static/vendor/leaflet/leaflet.js: cloud/web/assets/package-lock.json
+	cloud/web/assets/install.sh
+
+assets: cloud/web/static/vendor/leaflet/leaflet.js
+
+install: $(VENV)/.installed assets
 
 test: install
 	$(PY) -m pytest

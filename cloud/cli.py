@@ -101,6 +101,53 @@ def _cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_web(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from cloud.clipstore import open_store
+    from cloud.db.migrate import is_current
+    from cloud.web.app import create_app
+    from shared.errors import ConfigError
+
+    settings = _settings(args)
+    if args.no_auth:
+        if settings.environment == "production":
+            raise ConfigError("--no-auth is refused in production")
+        settings = settings.model_copy(
+            update={"web": settings.web.model_copy(update={"auth": False})}
+        )
+    if args.validate_config:
+        print("configuration OK")
+        return 0
+    engine = _engine(settings)
+    if not is_current(engine):
+        raise ConfigError(
+            "database schema is not at the latest migration: run `earwitness db upgrade` first"
+        )
+    app = create_app(settings, engine, open_store(settings.clips.url, settings.clips.s3_endpoint))
+    host = args.host or settings.web.host
+    port = args.port or settings.web.port
+    print(f"Earwitness web on http://{host}:{port}/ (API docs at /docs)", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+    return 0
+
+
+def _cmd_tokens(args: argparse.Namespace) -> int:
+    from cloud.web import auth
+
+    engine = _engine(_settings(args))
+    if args.action == "create":
+        token = auth.create_token(engine, args.name, args.scope)
+        print(token)
+        print(f"token '{args.name}' ({args.scope}) created; it is shown only once", file=sys.stderr)
+        return 0
+    if auth.revoke_token(engine, args.name):
+        print(f"token '{args.name}' revoked")
+        return 0
+    print(f"error: no token named '{args.name}'", file=sys.stderr)
+    return 1
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=None, help="YAML settings file")
     p.add_argument("--database-url", default=None, help="SQLAlchemy URL (overrides settings)")
@@ -111,6 +158,21 @@ def register(sub: Any) -> None:
     _common(p)
     p.add_argument("--validate-config", action="store_true", help="check settings and exit")
     p.set_defaults(handler=_cmd_ingest)
+
+    p = sub.add_parser("web", help="serve the map, device pages and JSON API")
+    _common(p)
+    p.add_argument("--host", default=None)
+    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--no-auth", action="store_true", help="no API tokens (development only)")
+    p.add_argument("--validate-config", action="store_true")
+    p.set_defaults(handler=_cmd_web)
+
+    p = sub.add_parser("tokens", help="create or revoke API tokens")
+    p.add_argument("action", choices=["create", "revoke"])
+    p.add_argument("name", help="a name for the token (who or what uses it)")
+    p.add_argument("--scope", choices=["read", "admin"], default="read")
+    _common(p)
+    p.set_defaults(handler=_cmd_tokens)
 
     p = sub.add_parser("db", help="database migrations and maintenance")
     p.add_argument("action", choices=["upgrade", "downgrade", "current", "prune"])

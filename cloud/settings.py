@@ -57,6 +57,24 @@ class ClipStoreSettings(StrictModel):
     max_bytes: int = Field(512 * 1024, ge=1024, description="largest clip accepted")
 
 
+class WebSettings(StrictModel):
+    host: str = Field("127.0.0.1", description="listen address")
+    port: int = Field(8000, ge=1, le=65535)
+    auth: bool = Field(True, description="require API tokens (only the demo turns this off)")
+    tile_url: str = Field(
+        "", description="map tile URL template; empty: markers on a blank map (air-gapped)"
+    )
+    tile_attribution: str = ""
+    cors_origins: list[str] = Field(default_factory=list, description="CORS is off unless set")
+    max_request_bytes: int = Field(64 * 1024, ge=1024, description="larger requests get 413")
+    max_page: int = Field(1000, ge=1, le=10_000, description="largest page of the API")
+    max_range_days: float = Field(31, gt=0, description="longest time range of one query")
+    map_detections_limit: int = Field(100_000, ge=0, description="detections drawn on the map")
+    detection_min_score: float = Field(
+        0.5, ge=0, le=1, description="group score from which a window counts as a detection"
+    )
+
+
 class CloudSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="EARWITNESS_", env_nested_delimiter="__", extra="forbid"
@@ -72,6 +90,7 @@ class CloudSettings(BaseSettings):
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     clips: ClipStoreSettings = Field(default_factory=ClipStoreSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
     api_secret: SecretStr | None = Field(None, description="reserved for signed web sessions")
 
     @classmethod
@@ -94,6 +113,8 @@ class CloudSettings(BaseSettings):
                 self.mqtt.password is None and self.mqtt.password_file is None
             ):
                 raise ValueError("production needs mqtt.username and mqtt.password(_file)")
+            if not self.web.auth:
+                raise ValueError("production requires web.auth (API tokens)")
             if self.database_url.startswith("sqlite"):
                 raise ValueError("production needs a MySQL/MariaDB database_url, not SQLite")
         return self

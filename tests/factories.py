@@ -34,8 +34,10 @@ class Device:
         device: str,
         epoch: str = "epoch0001",
         location: tuple[float, float] | None = (48.2082, 16.3738),
+        t0: datetime = T0,
     ) -> None:
         self.site, self.device, self.epoch = site, device, epoch
+        self.t0 = t0
         self.location = Location(lat=location[0], lon=location[1]) if location else None
 
     def _base(self, seq: int) -> dict[str, object]:
@@ -43,7 +45,7 @@ class Device:
             "id": message_id(self.device, self.epoch, seq),
             "site": self.site,
             "device": self.device,
-            "ts": T0 + timedelta(seconds=0.48 * seq),
+            "ts": self.t0 + timedelta(seconds=0.48 * seq),
             "epoch": self.epoch,
             "seq": seq,
         }
@@ -51,13 +53,17 @@ class Device:
     def topic(self, kind: Kind) -> str:
         return topic(self.site, self.device, kind)
 
-    def inference(self, seq: int, label: LabelScore = SIREN) -> InferenceMessage:
+    def inference(
+        self, seq: int, label: LabelScore = SIREN, groups: dict[str, float] | None = None
+    ) -> InferenceMessage:
         return InferenceMessage(
             **self._base(seq),  # type: ignore[arg-type]
-            window_start=T0 + timedelta(seconds=0.48 * seq),
+            window_start=self.t0 + timedelta(seconds=0.48 * seq),
             window_s=0.96,
             top=[label],
-            groups={"alarm": 0.8 if label is SIREN else 0.0, "speech": 0.0},
+            groups=groups
+            if groups is not None
+            else {"alarm": 0.8 if label is SIREN else 0.0, "speech": 0.0},
             dbfs=-23.5,
             inference_ms=0.6,
             model="yamnet-int8@0a266465c467",
@@ -71,7 +77,7 @@ class Device:
             phase=phase,  # type: ignore[arg-type]
             label="alarm",
             group="alarm",
-            started_at=T0,
+            started_at=self.t0,
             duration_s=1.44,
             peak_score=0.85,
             windows=3,
@@ -87,12 +93,12 @@ class Device:
             **self._base(seq),  # type: ignore[arg-type]
             clip_id=f"clip-{self.device}-{seq}",
             reason="sampled",
-            started_at=T0,
+            started_at=self.t0,
             duration_s=2.0,
             sample_rate=16000,
             sha256=hashlib.sha256(flac).hexdigest(),
             audio_b64=base64.b64encode(flac).decode(),
-            window_start=T0,
+            window_start=self.t0,
             edge_top=[SIREN],
             edge_groups={"alarm": 0.8},
             model="yamnet-int8@0a266465c467",

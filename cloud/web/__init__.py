@@ -1,0 +1,1 @@
+"""The web app: a Folium map of devices and detections, device pages, a JSON API."""

@@ -1,0 +1,59 @@
+"""FastAPI dependencies: settings, engine, clip store and token checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from sqlalchemy import Engine
+
+from cloud.clipstore import ClipStore
+from cloud.settings import CloudSettings
+from cloud.web import auth
+
+
+@dataclass
+class AppState:
+    settings: CloudSettings
+    engine: Engine
+    store: ClipStore
+
+
+def get_state(request: Request) -> AppState:
+    return request.app.state.ew
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+def _check(request: Request, state: AppState, needed: auth.Scope, browser: bool) -> str:
+    if not state.settings.web.auth:
+        return "admin"
+    token = auth.token_from_header(request.headers.get("authorization"))
+    challenge = 'Basic realm="Earwitness"' if browser else "Bearer"
+    if token is None:
+        raise HTTPException(401, "an API token is required", {"WWW-Authenticate": challenge})
+    scope = auth.lookup(state.engine, token)
+    if scope is None:
+        raise HTTPException(401, "invalid or revoked token", {"WWW-Authenticate": challenge})
+    if needed == "admin" and scope != "admin":
+        raise HTTPException(403, "this needs a token with admin scope")
+    return scope
+
+
+def require_read(request: Request, state: StateDep) -> str:
+    return _check(request, state, "read", browser=False)
+
+
+def require_admin(request: Request, state: StateDep) -> str:
+    return _check(request, state, "admin", browser=False)
+
+
+def require_browser(request: Request, state: StateDep) -> str:
+    return _check(request, state, "read", browser=True)
+
+
+ReadDep = Annotated[str, Depends(require_read)]
+AdminDep = Annotated[str, Depends(require_admin)]
+BrowserDep = Annotated[str, Depends(require_browser)]

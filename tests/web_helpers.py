@@ -1,0 +1,68 @@
+"""Seed a database through the real ingest writer and serve the real app."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+
+from cloud.clipstore import FileClipStore
+from cloud.ingest.writer import BatchWriter, Limits, RawMessage, prepare
+from cloud.settings import CloudSettings
+from cloud.web.app import create_app
+from shared.topics import Kind
+from tests.factories import SPEECH, Device, LabelScore, wire
+
+DOG = LabelScore(index=69, mid="/m/0bt9lr", name="Dog", score=0.7)
+LOCATIONS = {"vienna": (48.2082, 16.3738), "berlin": (52.52, 13.405), "paris": (48.8566, 2.3522)}
+
+
+def seed(
+    engine: Engine, clip_dir: Path, per_device: int = 60, t0: datetime | None = None
+) -> dict[str, Device]:
+    """Three devices, ``per_device`` windows each (siren / dog / speech), one clip each,
+    an event each and a status each."""
+    t0 = t0 or datetime.now(UTC) - timedelta(hours=1)
+    store = FileClipStore(clip_dir)
+    devices = {}
+    batch: list[RawMessage] = []
+    now = datetime.now(UTC)
+    for i, (name, loc) in enumerate(LOCATIONS.items()):
+        dev = Device("site1", name, location=loc, t0=t0 + timedelta(seconds=i))
+        devices[name] = dev
+        for seq in range(per_device):
+            if name == "vienna":
+                msg = dev.inference(seq)  # siren: alarm 0.8
+            elif name == "berlin":
+                msg = dev.inference(seq, DOG, {"animal": 0.7, "alarm": 0.0})
+            else:
+                msg = dev.inference(seq, SPEECH, {"speech": 0.9})
+            batch.append(RawMessage(dev.topic(Kind.INFERENCE), wire(msg), now))
+        batch.append(RawMessage(dev.topic(Kind.EVENT), wire(dev.event(per_device, "end")), now))
+        batch.append(RawMessage(dev.topic(Kind.CLIP), wire(dev.clip(per_device + 1)), now))
+        batch.append(
+            RawMessage(dev.topic(Kind.HEARTBEAT), wire(dev.heartbeat(per_device + 2)), now)
+        )
+        batch.append(
+            RawMessage(
+                dev.topic(Kind.STATUS),
+                wire(dev.status("offline" if name == "paris" else "online", now)),
+                now,
+            )
+        )
+    BatchWriter(engine).write(prepare(batch, store, Limits(512 * 1024, 4096)))
+    return devices
+
+
+def web_settings(db_url: str, clip_dir: Path, auth: bool = True) -> CloudSettings:
+    return CloudSettings(
+        database_url=db_url,
+        clips={"url": str(clip_dir)},
+        web={"auth": auth, "max_request_bytes": 4096},
+    )
+
+
+def client(settings: CloudSettings, engine: Engine) -> TestClient:
+    return TestClient(create_app(settings, engine, FileClipStore(Path(settings.clips.url))))
