@@ -10,7 +10,7 @@ ifneq ($(wildcard $(SHARED_MODELS)/yamnet_spectra_in.tflite),)
 export EARWITNESS_MODEL_DIR ?= $(SHARED_MODELS)
 endif
 
-.PHONY: install assets test lint run demo bench clean
+.PHONY: install assets test lint run demo classify-demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -34,7 +34,14 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-run: install
+# The main job on embedded defaults: broker, SQLite, ingest, web, simulated devices.
+demo: install
+	$(VENV)/bin/earwitness models fetch
+	$(VENV)/bin/earwitness demo
+
+run: demo
+
+classify-demo: install
 	$(VENV)/bin/earwitness models fetch
 	$(VENV)/bin/earwitness classify --generate siren --windows
 
@@ -42,6 +49,8 @@ bench: install
 	$(PY) bench/bench_model.py
 	$(PY) bench/bench_frontend.py
 	$(PY) bench/bench_classify.py
+	$(PY) bench/bench_edge.py
+	$(PY) bench/bench_ingest.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -148,6 +148,12 @@ def _cmd_tokens(args: argparse.Namespace) -> int:
     return 1
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from cloud.demo import run
+
+    return run(args)
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=None, help="YAML settings file")
     p.add_argument("--database-url", default=None, help="SQLAlchemy URL (overrides settings)")
@@ -158,6 +164,25 @@ def register(sub: Any) -> None:
     _common(p)
     p.add_argument("--validate-config", action="store_true", help="check settings and exit")
     p.set_defaults(handler=_cmd_ingest)
+
+    p = sub.add_parser(
+        "demo", help="everything on this machine: broker, SQLite, ingest, web, simulated devices"
+    )
+    p.add_argument("--devices", type=int, default=4, help="simulated devices (1-6)")
+    p.add_argument("--seed", type=int, default=0, help="soundscape seed")
+    p.add_argument("--port", type=int, default=8000, help="web port")
+    p.add_argument("--broker-port", type=int, default=None, help="default: a free port")
+    p.add_argument("--broker", choices=["auto", "mosquitto", "amqtt"], default="auto")
+    p.add_argument(
+        "--audio",
+        type=Path,
+        default=None,
+        help="replay this directory on every device instead of the soundscape",
+    )
+    p.add_argument("--model-dir", type=Path, default=None)
+    p.add_argument("--data-dir", type=Path, default=None, help="default: $TMPDIR/earwitness-demo")
+    p.add_argument("--seconds", type=float, default=0, help="stop after this long (0: Ctrl-C)")
+    p.set_defaults(handler=_cmd_demo)
 
     p = sub.add_parser("web", help="serve the map, device pages and JSON API")
     _common(p)
