@@ -27,8 +27,11 @@ def _rows(db: Path) -> dict[str, int]:
         return {}
     try:
         with sqlite3.connect(db, timeout=5) as conn:
-            return dict(conn.execute(
-                "SELECT device_id, COUNT(*) FROM inferences GROUP BY device_id").fetchall())
+            return dict(
+                conn.execute(
+                    "SELECT device_id, COUNT(*) FROM inferences GROUP BY device_id"
+                ).fetchall()
+            )
     except sqlite3.OperationalError:  # not migrated yet
         return {}
 
@@ -37,9 +40,25 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "EARWITNESS_MODEL_DIR": str(MODELS)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "demo", "--seconds", "40", "--seed", "1",
-         "--port", str(port), "--data-dir", str(tmp_path / "demo")],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "shared.cli",
+            "demo",
+            "--seconds",
+            "40",
+            "--seed",
+            "1",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path / "demo"),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         db = tmp_path / "demo" / "earwitness.db"
         deadline = time.monotonic() + 35
