@@ -148,6 +148,63 @@ def _cmd_tokens(args: argparse.Namespace) -> int:
     return 1
 
 
+def _cmd_second_opinion(args: argparse.Namespace) -> int:
+    from cloud.clipstore import open_store
+    from cloud.secondopinion.backends import BACKENDS, UnavailableBackend
+    from cloud.secondopinion.worker import Worker
+
+    settings = _settings(args)
+    backends = []
+    for name in args.backends.split(","):
+        try:
+            backends.append(BACKENDS[name](args.model_dir))
+        except KeyError:
+            print(
+                f"error: unknown backend {name!r}; choose from {', '.join(BACKENDS)}",
+                file=sys.stderr,
+            )
+            return 2
+        except UnavailableBackend as exc:
+            log.warning("backend unavailable, continuing without it: %s", exc)
+    engine = _engine(settings)
+    worker = Worker(
+        engine,
+        open_store(settings.clips.url, settings.clips.s3_endpoint),
+        backends,
+        lease_s=args.lease,
+        budget_per_minute=args.budget,
+    )
+    print(f"second opinion: backends {', '.join(b.name for b in backends)}", flush=True)
+    if args.once:
+        while worker.run_once(limit=10):
+            pass
+        print(f"processed {worker.processed}, failed {worker.failed}")
+        return 0
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    worker.run(stop)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    import json
+
+    from cloud.trust import trust_figures
+
+    figures = trust_figures(_engine(_settings(args)), args.by, args.backend)
+    if args.json:
+        print(json.dumps([f.as_dict() for f in figures], indent=2))
+        return 0
+    print(f"{args.by:<32} {'n':>6} {'agree':>6} {'rate':>6}  95% CI         reviewed (correct)")
+    for f in figures:
+        print(
+            f"{f.key[:32]:<32} {f.n:>6} {f.agree:>6} {f.rate:>6.2f}  "
+            f"[{f.low:.2f}, {f.high:.2f}]   {f.reviewed} ({f.reviewed_correct})"
+        )
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from cloud.demo import run
 
@@ -183,6 +240,23 @@ def register(sub: Any) -> None:
     p.add_argument("--data-dir", type=Path, default=None, help="default: $TMPDIR/earwitness-demo")
     p.add_argument("--seconds", type=float, default=0, help="stop after this long (0: Ctrl-C)")
     p.set_defaults(handler=_cmd_demo)
+
+    p = sub.add_parser("second-opinion", help="re-score stored clips with another model")
+    _common(p)
+    p.add_argument("--backends", default="yamnet-reference", help="comma-separated")
+    p.add_argument("--model-dir", type=Path, default=None)
+    p.add_argument("--lease", type=float, default=60.0, help="seconds a claim is held")
+    p.add_argument("--budget", type=int, default=0, help="clips per minute (0: no limit)")
+    p.add_argument("--once", action="store_true", help="drain the queue and exit")
+    p.set_defaults(handler=_cmd_second_opinion)
+
+    p = sub.add_parser("report", help="reports: agreement of edge labels with second opinions")
+    p.add_argument("kind", choices=["agreement"])
+    p.add_argument("--by", choices=["label", "device"], default="label")
+    p.add_argument("--backend", default=None)
+    p.add_argument("--json", action="store_true")
+    _common(p)
+    p.set_defaults(handler=_cmd_report)
 
     p = sub.add_parser("web", help="serve the map, device pages and JSON API")
     _common(p)

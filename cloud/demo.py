@@ -86,6 +86,8 @@ class Demo:
         self.ingest: IngestService | None = None
         self._web_server: Any = None
         self._web_thread: threading.Thread | None = None
+        self._so_stop = threading.Event()
+        self._so_thread: threading.Thread | None = None
 
     def start(self) -> None:
         (self.data_dir / "broker").mkdir(parents=True, exist_ok=True)
@@ -99,12 +101,34 @@ class Demo:
         )
         self.ingest.start()
         self._start_web()
-        print("second opinion: not part of this version yet", flush=True)
+        self._start_second_opinion()
         self._start_devices()
         print(
             f"\n  Open http://127.0.0.1:{self.web_port}/ (API docs at /docs). Ctrl-C stops.\n",
             flush=True,
         )
+
+    def _start_second_opinion(self) -> None:
+        from cloud.secondopinion.backends import UnavailableBackend, YamnetReference
+        from cloud.secondopinion.worker import Worker
+
+        try:
+            backend = YamnetReference(self.model_dir)
+        except UnavailableBackend as exc:
+            print(f"second opinion: off ({exc})", flush=True)
+            return
+        worker = Worker(
+            self.engine,
+            FileClipStore(self.data_dir / "clips"),
+            [backend],
+            budget_per_minute=120,
+            name="demo-second-opinion",
+        )
+        self._so_thread = threading.Thread(
+            target=worker.run, args=(self._so_stop,), name="second-opinion", daemon=True
+        )
+        self._so_thread.start()
+        print("second opinion: yamnet-reference worker running", flush=True)
 
     def _start_web(self) -> None:
         import uvicorn
@@ -184,6 +208,9 @@ class Demo:
         print("stopping...", flush=True)
         for agent in self.agents:
             agent.stop(flush_s=1.0)
+        self._so_stop.set()
+        if self._so_thread:
+            self._so_thread.join(5)
         if self.ingest:
             self.ingest.stop()
         if self._web_server is not None:

@@ -1,0 +1,1 @@
+"""Second opinion: re-score stored clips with a different model and record agreement."""

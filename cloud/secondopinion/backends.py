@@ -1,0 +1,81 @@
+"""Second-opinion backends. Each maps a clip's audio onto YAMNet's AudioSet vocabulary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from shared.audio import Waveform
+from shared.errors import ModelError
+from shared.labels import ClassMap, LabelGroups
+from shared.models import CLASS_MAP, locate
+from shared.runner import YamnetModel
+
+
+@dataclass(frozen=True)
+class Opinion:
+    backend: str
+    model_id: str
+    label: str
+    label_index: int | None
+    score: float
+    scores: npt.NDArray[np.float32]  # clip-level (mean-pooled) AudioSet scores
+    groups: dict[str, float]
+
+
+class Backend(Protocol):
+    name: str
+
+    def score(self, wave: Waveform) -> Opinion: ...
+
+
+class UnavailableBackend(Exception):
+    """A backend that cannot run here (weights missing): the worker carries on without it."""
+
+
+class YamnetReference:
+    """The waveform-input YAMNet: TensorFlow's own frontend in the graph, float weights —
+    an independent path from the edge's numpy frontend and int8 model."""
+
+    name = "yamnet-reference"
+
+    def __init__(self, model_dir: Path | None = None, threads: int = 1) -> None:
+        try:
+            self.model = YamnetModel.load("yamnet-waveform", model_dir, threads=threads)
+            self.class_map = ClassMap.load(locate(CLASS_MAP, model_dir))
+        except ModelError as exc:
+            raise UnavailableBackend(f"{self.name}: {exc}") from exc
+        self.groups = LabelGroups.load(self.class_map)
+
+    def score(self, wave: Waveform) -> Opinion:
+        scores = np.mean([w.scores for w in self.model.classify(wave)], axis=0)
+        best = int(np.argmax(scores))
+        return Opinion(
+            self.name,
+            self.model.model_id,
+            self.class_map[best].name,
+            best,
+            float(scores[best]),
+            scores.astype(np.float32),
+            self.groups.scores(scores.astype(np.float32)),
+        )
+
+
+class VGGish:
+    """Placeholder for the AudioSet VGGish backend: its weights are not on this machine
+    and the converter is not written yet, so it reports itself unavailable."""
+
+    name = "vggish"
+
+    def __init__(self, model_dir: Path | None = None) -> None:
+        raise UnavailableBackend(
+            "vggish: not available in this version (needs the converted VGGish weights and"
+            " a classifier head; see docs/second-opinion.md)"
+        )
+
+
+BACKENDS = {"yamnet-reference": YamnetReference, "vggish": VGGish}
