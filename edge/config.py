@@ -24,6 +24,11 @@ class DeviceSettings(StrictModel):
     name: str | None = Field(None, max_length=128, description="human-readable name")
     lat: Latitude | None = None
     lon: Longitude | None = None
+    directory: Path | None = Field(
+        None,
+        description="YAML mapping device id -> {site, name, lat, lon} for a whole fleet "
+        "(a Kubernetes ConfigMap); this device's entry fills what is not set here",
+    )
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> DeviceSettings:
@@ -173,14 +178,36 @@ class EdgeConfig(BaseSettings):
 def load_edge_config(path: Path | None) -> EdgeConfig:
     if path is None:
         try:
-            return EdgeConfig()
+            return apply_directory(EdgeConfig())
         except ValidationError as exc:
             raise ConfigError(format_errors(exc, "environment (EARWITNESS_EDGE_*)")) from exc
     data, annotated = load_yaml(path)
     try:
-        return EdgeConfig(**data)
+        return apply_directory(EdgeConfig(**data))
     except ValidationError as exc:
         raise ConfigError(format_errors(exc, str(path), annotated)) from exc
+
+
+def apply_directory(cfg: EdgeConfig) -> EdgeConfig:
+    """Fill site, name and location from the fleet directory (keyed by device id)."""
+    directory = cfg.device.directory
+    if directory is None:
+        return cfg
+    data, _ = load_yaml(directory)
+    entry = data.get(cfg.device.id)
+    if entry is None:
+        return cfg
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{directory}: entry '{cfg.device.id}' must be a mapping")
+    device = cfg.device.model_dump()
+    explicit = cfg.device.model_fields_set
+    for key in ("site", "name", "lat", "lon"):
+        if key in entry and key not in explicit:
+            device[key] = entry[key]
+    try:
+        return cfg.model_copy(update={"device": DeviceSettings(**device)})
+    except ValidationError as exc:
+        raise ConfigError(format_errors(exc, f"{directory} entry '{cfg.device.id}'")) from exc
 
 
 def parse_runtime(payload: bytes) -> RuntimeSettings:

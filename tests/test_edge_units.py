@@ -228,3 +228,23 @@ def test_outbox_never_reuses_a_seq_after_everything_is_deleted(tmp_path: Path) -
     box = Outbox(path, 10 * 2**20, 3600)
     assert box.append("inference", "t", lambda seq: b"y") == 4
     box.close()
+
+
+def test_fleet_directory_fills_identity(tmp_path: Path) -> None:
+    from edge.config import load_edge_config
+    from shared.errors import ConfigError
+
+    directory = tmp_path / "devices.yaml"
+    directory.write_text(
+        "jetson-01: {site: vienna, name: Stephansplatz, lat: 48.2, lon: 16.37}\n"
+        "broken: {lat: 500, lon: 0}\n"
+    )
+    cfg_file = tmp_path / "edge.yaml"
+    cfg_file.write_text(
+        f"device:\n  id: jetson-01\n  directory: {directory}\nsource:\n  kind: mic\n"
+    )
+    cfg = load_edge_config(cfg_file)
+    assert (cfg.device.site, cfg.device.name, cfg.device.lat) == ("vienna", "Stephansplatz", 48.2)
+    cfg_file.write_text(f"device:\n  id: broken\n  directory: {directory}\nsource:\n  kind: mic\n")
+    with pytest.raises(ConfigError, match="entry 'broken'"):
+        load_edge_config(cfg_file)
