@@ -1,20 +1,23 @@
-"""Ingest throughput and latency on this machine: Mosquitto, MariaDB and the consumer
-all share the 2 cores.
+"""Ingest throughput and latency. Mosquitto, MariaDB, publishers and consumers all share
+this machine's 2 cores.
 
 Prints, in one run:
-  ceilings  - `mosquitto_sub` drain rate and raw PyMySQL executemany insert rate
-  1 consumer  - sustained inference messages/s into MariaDB, zero loss checked
-  2 consumers - the same with two processes on the shared subscription
-  latency   - publish-to-committed p50/p95 at 1,000 messages/s (via the ack watermark)
+  ceilings    - a Mosquitto -> mosquitto_sub drain rate (C clients) and the raw
+                PyMySQL executemany insert rate into the real inferences table
+  backlog     - N messages queued in the broker for the consumer's persistent session,
+                then drained into MariaDB by 1 consumer and by 2 (shared subscription):
+                the consumer's own capacity, zero loss and no duplicates checked
+  live        - the same N published by C publishers (mosquitto_pub -l) while consuming
+  latency     - publish-to-committed p50/p95 at 1,000 messages/s (measured via the ack
+                watermark, so it includes the ack's trip back)
 
-Usage: python bench/bench_ingest.py [--messages 100000]
+Usage: python bench/bench_ingest.py [--messages 100000] [--driver pymysql|mysqldb]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import subprocess
 import sys
@@ -22,6 +25,7 @@ import tempfile
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -33,96 +37,98 @@ from paho.mqtt.enums import CallbackAPIVersion
 from bench._common import machine, percentile
 from cloud.db.engine import make_engine
 from cloud.db.migrate import upgrade
+from cloud.ingest.rows import inference_row
 from shared.topics import Kind
 from tests.factories import Device, wire
+from tests.services import PrivateBroker
 
-HOST, PORT = "127.0.0.1", 1883
-
-
-def new_client(cid: str) -> paho.Client:
-    c = paho.Client(CallbackAPIVersion.VERSION2, client_id=cid, protocol=paho.MQTTv5)
-    c.max_inflight_messages_set(2000)
-    c.max_queued_messages_set(0)
-    c.connect(HOST, PORT)
-    return c
+DEVICES = 10
 
 
-def make_payloads(site: str, n: int, devices: int = 10) -> list[tuple[str, bytes]]:
-    devs = [Device(site, f"d{i}") for i in range(devices)]
-    return [
-        (devs[i % devices].topic(Kind.INFERENCE), wire(devs[i % devices].inference(i // devices)))
-        for i in range(n)
-    ]
+def payload_files(site: str, n: int, tmp: Path) -> list[tuple[str, Path]]:
+    """One file per device topic, one JSON message per line (for mosquitto_pub -l)."""
+    out = []
+    now = datetime.now(UTC)
+    for d in range(DEVICES):
+        dev = Device(site, f"d{d}", t0=now)
+        path = tmp / f"{site}-d{d}.jsonl"
+        with path.open("wb") as fh:
+            for seq in range(n // DEVICES):
+                fh.write(wire(dev.inference(seq)) + b"\n")
+        out.append((dev.topic(Kind.INFERENCE), path))
+    return out
 
 
-def publisher(site: str, n: int, rate: float, start_evt: mp.Event, out: mp.Queue) -> None:  # type: ignore[type-arg]
-    payloads = make_payloads(site, n)
-    client = new_client(f"bench-pub-{uuid.uuid4().hex[:6]}")
-    client.loop_start()
-    start_evt.wait()
+def publish_files(port: int, files: list[tuple[str, Path]]) -> float:
     t0 = time.perf_counter()
-    sent_at = []
-    infos = []
-    for i, (topic, payload) in enumerate(payloads):
-        if rate:
-            target = t0 + i / rate
-            delay = target - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-        sent_at.append(time.time())
-        infos.append(client.publish(topic, payload, qos=1))
-    for info in infos:
-        info.wait_for_publish(120)
-    out.put((time.perf_counter() - t0, sent_at))
-    client.loop_stop()
-    client.disconnect()
+    procs = [
+        subprocess.Popen(
+            [
+                "mosquitto_pub",
+                "-p",
+                str(port),
+                "-q",
+                "1",
+                "-t",
+                topic,
+                "-l",
+                "-i",
+                f"pub-{uuid.uuid4().hex[:6]}",
+            ],
+            stdin=path.open("rb"),
+        )
+        for topic, path in files
+    ]
+    for p in procs:
+        p.wait(600)
+    return time.perf_counter() - t0
 
 
-def ceiling_mosquitto_sub(n: int) -> float:
-    topic = f"bench/{uuid.uuid4().hex[:8]}"
+def ceiling_broker(port: int, n: int, tmp: Path) -> float:
+    site = f"c{uuid.uuid4().hex[:6]}"
+    files = payload_files(site, n, tmp)
     sub = subprocess.Popen(
-        ["mosquitto_sub", "-h", HOST, "-p", str(PORT), "-t", topic, "-q", "1", "-C", str(n)],
+        [
+            "mosquitto_sub",
+            "-p",
+            str(port),
+            "-q",
+            "1",
+            "-C",
+            str(n),
+            "-t",
+            f"earwitness/v1/{site}/+/inference",
+        ],
         stdout=subprocess.DEVNULL,
     )
     time.sleep(0.5)
-    payload = make_payloads("x", 1)[0][1]
-    client = new_client(f"bench-ceil-{uuid.uuid4().hex[:6]}")
-    client.loop_start()
     t0 = time.perf_counter()
-    infos = [client.publish(topic, payload, qos=1) for _ in range(n)]
-    for info in infos:
-        info.wait_for_publish(120)
-    sub.wait(120)
-    elapsed = time.perf_counter() - t0
-    client.loop_stop()
-    return n / elapsed
+    publish_files(port, files)
+    sub.wait(600)
+    return n / (time.perf_counter() - t0)
 
 
-def ceiling_executemany(db: str, n: int) -> float:
+def ceiling_insert(db: str, n: int) -> float:
     conn = pymysql.connect(host="127.0.0.1", user="root", database=db)
-    from datetime import UTC, datetime
-
-    from cloud.ingest.rows import inference_row
-
-    dev = Device("x", "raw")
+    dev = Device("raw", "raw")
     rows = [inference_row(dev.inference(i), datetime.now(UTC)) for i in range(n)]
     cols = list(rows[0])
     sql = f"INSERT INTO inferences ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))})"
     values = [
         tuple(
-            json.dumps(r[c])
-            if isinstance(r[c], (dict, list))
-            else (
-                r[c].replace(tzinfo=None) if hasattr(r[c], "tzinfo") and r[c] is not None else r[c]
-            )
-            for c in cols
+            json.dumps(v)
+            if isinstance(v, dict | list)
+            else v.replace(tzinfo=None)
+            if isinstance(v, datetime)
+            else v
+            for v in (r[c] for c in cols)
         )
         for r in rows
     ]
     t0 = time.perf_counter()
     with conn.cursor() as cur:
-        for i in range(0, n, 500):
-            cur.executemany(sql, values[i : i + 500])
+        for i in range(0, n, 2000):
+            cur.executemany(sql, values[i : i + 2000])
             conn.commit()
     elapsed = time.perf_counter() - t0
     with conn.cursor() as cur:
@@ -133,16 +139,17 @@ def ceiling_executemany(db: str, n: int) -> float:
 
 
 def start_ingest(
-    db_url: str, site: str, group: str, cid: str, clips: str
+    db_url: str, port: int, site: str, group: str, cid: str, clips: str
 ) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "EARWITNESS_DATABASE_URL": db_url,
+        "EARWITNESS_MQTT__PORT": str(port),
         "EARWITNESS_INGEST__GROUP": group,
         "EARWITNESS_INGEST__CLIENT_ID": cid,
         "EARWITNESS_INGEST__SITES": json.dumps([site]),
         "EARWITNESS_INGEST__HEALTH_PORT": "0",
-        "EARWITNESS_INGEST__SESSION_EXPIRY_S": "60",
+        "EARWITNESS_INGEST__SESSION_EXPIRY_S": "3600",
         "EARWITNESS_CLIPS__URL": clips,
     }
     return subprocess.Popen(
@@ -154,107 +161,146 @@ def start_ingest(
 
 
 def count_rows(db: str) -> int:
-    conn = pymysql.connect(host="127.0.0.1", user="root", database=db)
-    with conn.cursor() as cur:
+    with pymysql.connect(host="127.0.0.1", user="root", database=db) as conn, conn.cursor() as cur:
         cur.execute("SELECT COUNT(*), COUNT(DISTINCT message_id) FROM inferences")
         total, distinct = cur.fetchone()
-    conn.close()
     assert total == distinct, f"duplicate rows: {total} vs {distinct}"
     return int(total)
 
 
-def run_consumers(db: str, n: int, consumers: int, rate: float = 0.0) -> tuple[float, list[float]]:
-    db_url = f"mysql+pymysql://root@127.0.0.1:3306/{db}"
-    site, group = f"b{uuid.uuid4().hex[:8]}", f"g{uuid.uuid4().hex[:8]}"
-    clips = tempfile.mkdtemp()
-    procs = [
-        start_ingest(db_url, site, group, f"bench-ingest-{group}-{i}", clips)
-        for i in range(consumers)
-    ]
-    # Let consumers subscribe, then have devices publish.
-    time.sleep(2.5)
-    ack_times: list[tuple[str, int, float]] = []
-    lock = threading.Lock()
+def reset(db: str) -> None:
+    with pymysql.connect(host="127.0.0.1", user="root", database=db) as conn, conn.cursor() as cur:
+        for table in ("inferences", "pending_seqs", "ack_watermarks", "devices"):
+            cur.execute(f"DELETE FROM {table}")
+        conn.commit()
 
-    def on_ack(c: object, u: object, msg: paho.MQTTMessage) -> None:
-        data = json.loads(msg.payload)
-        with lock:
-            ack_times.append((msg.topic.split("/")[3], int(data["seq"]), time.time()))
 
-    watcher = new_client(f"bench-ack-{uuid.uuid4().hex[:6]}")
-    watcher.on_message = on_ack
-    watcher.subscribe(f"earwitness/v1/{site}/+/ack", qos=0)
-    watcher.loop_start()
-    start, out = mp.Event(), mp.Queue()
-    pub = mp.Process(target=publisher, args=(site, n, rate, start, out))
-    pub.start()
-    time.sleep(3.0)  # payload generation
+def wait_rows(db: str, n: int, timeout: float = 900) -> float:
     t0 = time.perf_counter()
-    start.set()
     while count_rows(db) < n:
         time.sleep(0.05)
-        if time.perf_counter() - t0 > 600:
-            raise RuntimeError("timed out")
-    elapsed = time.perf_counter() - t0
-    _publish_s, sent_at = out.get()
-    pub.join()
-    time.sleep(0.5)
-    watcher.loop_stop()
+        if time.perf_counter() - t0 > timeout:
+            raise RuntimeError(f"timed out at {count_rows(db)} of {n}")
+    return time.perf_counter() - t0
+
+
+def run(db: str, db_url: str, port: int, n: int, consumers: int, mode: str, tmp: Path) -> float:
+    site, group = f"b{uuid.uuid4().hex[:6]}", f"g{uuid.uuid4().hex[:6]}"
+    files = payload_files(site, n, tmp)
+    ids = [f"bench-{group}-{i}" for i in range(consumers)]
+    procs = [start_ingest(db_url, port, site, group, cid, str(tmp / "clips")) for cid in ids]
+    time.sleep(3)  # subscribed: the broker now holds a persistent session per consumer
+    if mode == "backlog":
+        for p in procs:
+            p.terminate()
+            p.wait(10)
+        publish_files(port, files)  # queued for the offline sessions
+        procs = [start_ingest(db_url, port, site, group, cid, str(tmp / "clips")) for cid in ids]
+        elapsed = wait_rows(db, n)
+    else:
+        t0 = time.perf_counter()
+        threading.Thread(target=publish_files, args=(port, files), daemon=True).start()
+        wait_rows(db, n)
+        elapsed = time.perf_counter() - t0
     for p in procs:
         p.terminate()
         p.wait(10)
-    # Latency: message i of device d is committed by the first ack with seq >= i // 10.
-    latencies = []
+    reset(db)
+    return n / elapsed
+
+
+def latency(db: str, db_url: str, port: int, n: int, rate: float, tmp: Path) -> list[float]:
+    site, group = f"l{uuid.uuid4().hex[:6]}", f"g{uuid.uuid4().hex[:6]}"
+    proc = start_ingest(db_url, port, site, group, f"bench-{group}", str(tmp / "clips"))
+    time.sleep(3)
+    acks: list[tuple[str, int, float]] = []
+    watcher = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"w-{group}", protocol=paho.MQTTv5)
+    watcher.on_message = lambda c, u, m: acks.append(
+        (m.topic.split("/")[3], int(json.loads(m.payload)["seq"]), time.time())
+    )
+    watcher.connect("127.0.0.1", port)
+    watcher.subscribe(f"earwitness/v1/{site}/+/ack", qos=0)
+    watcher.loop_start()
+    pub = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"p-{group}", protocol=paho.MQTTv5)
+    pub.max_inflight_messages_set(1000)
+    pub.connect("127.0.0.1", port)
+    pub.loop_start()
+    devs = [Device(site, f"d{d}", t0=datetime.now(UTC)) for d in range(DEVICES)]
+    payloads = [
+        (devs[i % DEVICES].topic(Kind.INFERENCE), wire(devs[i % DEVICES].inference(i // DEVICES)))
+        for i in range(n)
+    ]
+    sent_at = []
+    t0 = time.perf_counter()
+    for i, (topic, payload) in enumerate(payloads):
+        delay = t0 + i / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        sent_at.append(time.time())
+        pub.publish(topic, payload, qos=1)
+    wait_rows(db, n)
+    time.sleep(1.0)
+    watcher.loop_stop()
+    pub.loop_stop()
+    proc.terminate()
+    proc.wait(10)
+    reset(db)
     per_device: dict[str, list[tuple[int, float]]] = {}
-    for dev, seq, t in ack_times:
+    for dev, seq, t in acks:
         per_device.setdefault(dev, []).append((seq, t))
+    lat = []
     for i, sent in enumerate(sent_at):
-        dev, seq = f"d{i % 10}", i // 10
-        for s, t in per_device.get(dev, []):
-            if s >= seq:
-                latencies.append(t - sent)
+        for seq, t in per_device.get(f"d{i % DEVICES}", []):
+            if seq >= i // DEVICES:
+                lat.append(t - sent)
                 break
-    with pymysql.connect(host="127.0.0.1", user="root", database=db) as conn, conn.cursor() as cur:
-        cur.execute("DELETE FROM inferences")
-        cur.execute("DELETE FROM pending_seqs")
-        cur.execute("DELETE FROM ack_watermarks")
-        conn.commit()
-    return elapsed, latencies
+    return lat
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--messages", type=int, default=60_000)
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--driver", choices=["pymysql", "mysqldb"], default="pymysql")
     args = parser.parse_args()
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}; driver {args.driver}")
+    tmp = Path(tempfile.mkdtemp())
+    broker = PrivateBroker("max_inflight_messages 0\nmax_queued_bytes 0\n")
+    broker.start()
     db = f"ew_bench_{uuid.uuid4().hex[:8]}"
     admin = pymysql.connect(host="127.0.0.1", user="root", autocommit=True)
     with admin.cursor() as cur:
         cur.execute(f"CREATE DATABASE {db}")
     try:
-        engine = make_engine(f"mysql+pymysql://root@127.0.0.1:3306/{db}")
+        db_url = f"mysql+{args.driver}://root@127.0.0.1:3306/{db}"
+        engine = make_engine(db_url)
         upgrade(engine)
         engine.dispose()
-        sub_rate = ceiling_mosquitto_sub(20_000)
-        raw_rate = ceiling_executemany(db, 20_000)
-        print(f"ceiling: mosquitto_sub drain {sub_rate:,.0f} msg/s (QoS 1, 20,000 messages)")
-        print(f"ceiling: raw PyMySQL executemany {raw_rate:,.0f} rows/s (500-row transactions)")
         n = args.messages
-        for consumers in (1, 2):
-            elapsed, _ = run_consumers(db, n, consumers)
-            rate = n / elapsed
-            print(
-                f"{consumers} consumer(s): {n:,} inference messages committed in {elapsed:.2f} s"
-                f" = {rate:,.0f} msg/s, zero loss, no duplicates"
-                f" ({rate / sub_rate:.0%} of mosquitto_sub, {rate / raw_rate:.0%} of raw insert)"
-            )
-        elapsed, lat = run_consumers(db, 10_000, 1, rate=1000)
+        sub_rate = ceiling_broker(broker.port, n, tmp)
+        raw_rate = ceiling_insert(db, 20_000)
+        print(
+            f"ceiling: Mosquitto with C clients (mosquitto_pub -l -> mosquitto_sub), QoS 1:"
+            f" {sub_rate:,.0f} msg/s"
+        )
+        print(f"ceiling: raw PyMySQL executemany into inferences: {raw_rate:,.0f} rows/s")
+        for mode in ("backlog", "live"):
+            for consumers in (1, 2):
+                rate = run(db, db_url, broker.port, n, consumers, mode, tmp)
+                print(
+                    f"{mode}: {consumers} consumer(s), {n:,} inference messages:"
+                    f" {rate:,.0f} msg/s committed, zero loss, no duplicates"
+                    f" ({rate / sub_rate:.0%} of the broker ceiling,"
+                    f" {rate / raw_rate:.0%} of raw insert)",
+                    flush=True,
+                )
+        lat = latency(db, db_url, broker.port, 10_000, 1000.0, tmp)
         print(
             f"latency at 1,000 msg/s (10,000 messages, 1 consumer): publish-to-committed"
             f" p50 {percentile(lat, 50) * 1000:.0f} ms, p95 {percentile(lat, 95) * 1000:.0f} ms,"
             f" max {max(lat) * 1000:.0f} ms ({len(lat)} measured)"
         )
     finally:
+        broker.cleanup()
         with admin.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS {db}")
         admin.close()

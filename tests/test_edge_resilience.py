@@ -91,8 +91,11 @@ def _agent_process(config: Path, *extra: str) -> subprocess.Popen[bytes]:
 def _outbox_rows(path: Path) -> int:
     import sqlite3
 
-    with sqlite3.connect(path) as db:
-        return int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+    try:
+        with sqlite3.connect(path) as db:
+            return int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+    except sqlite3.OperationalError:  # the agent has created the file but not the table yet
+        return 0
 
 
 def test_sigkilled_agent_keeps_its_outbox(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, and_, delete, func, select, update
+from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, tuple_, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -377,25 +377,32 @@ class BatchWriter:
                 [{"device_id": d, "epoch": e, "seq": -1, "updated_at": now} for _s, d, e in keys],
                 "device_id",
             )
-            for site, device, epoch in keys:  # sorted: consumers lock rows in one order
-                query = select(AckWatermark.seq).where(
-                    AckWatermark.device_id == device, AckWatermark.epoch == epoch
-                )
-                if self._mysql:
-                    query = query.with_for_update()
-                mark = int(conn.execute(query).scalar_one())
-                start = mark
-                mark = max(mark, floors.get((site, device, epoch), -1))
-                pending = conn.execute(
-                    select(PendingSeq.seq)
-                    .where(
-                        PendingSeq.device_id == device,
-                        PendingSeq.epoch == epoch,
-                        PendingSeq.seq > mark,
-                    )
-                    .order_by(PendingSeq.seq)
-                ).scalars()
-                for seq in pending:
+            # Three statements for the whole batch, not three per device: lock the marks
+            # (sorted, so concurrent consumers lock in one order), read the pending seqs.
+            pairs = [(d, e) for _s, d, e in keys]
+            which = tuple_(AckWatermark.device_id, AckWatermark.epoch).in_(pairs)
+            query = (
+                select(AckWatermark.device_id, AckWatermark.epoch, AckWatermark.seq)
+                .where(which)
+                .order_by(AckWatermark.device_id, AckWatermark.epoch)
+            )
+            if self._mysql:
+                query = query.with_for_update()
+            marks = {(d, e): int(q) for d, e, q in conn.execute(query)}
+            pending: dict[tuple[str, str], list[int]] = defaultdict(list)
+            for d, e, q in conn.execute(
+                select(PendingSeq.device_id, PendingSeq.epoch, PendingSeq.seq)
+                .where(tuple_(PendingSeq.device_id, PendingSeq.epoch).in_(pairs))
+                .order_by(PendingSeq.device_id, PendingSeq.epoch, PendingSeq.seq)
+            ):
+                pending[(d, e)].append(int(q))
+            stale = []
+            for site, device, epoch in keys:
+                start = marks[(device, epoch)]
+                mark = max(start, floors.get((site, device, epoch), -1))
+                for seq in pending[(device, epoch)]:
+                    if seq <= mark:
+                        continue
                     if seq != mark + 1:
                         break
                     mark = seq
@@ -405,14 +412,15 @@ class BatchWriter:
                         .where(AckWatermark.device_id == device, AckWatermark.epoch == epoch)
                         .values(seq=mark, updated_at=now)
                     )
-                conn.execute(
-                    delete(PendingSeq).where(
+                if pending[(device, epoch)] and pending[(device, epoch)][0] <= mark:
+                    stale.append(
                         and_(
                             PendingSeq.device_id == device,
                             PendingSeq.epoch == epoch,
                             PendingSeq.seq <= mark,
                         )
                     )
-                )
                 out[(site, device, epoch)] = mark
+            if stale:
+                conn.execute(delete(PendingSeq).where(or_(*stale)))
         return out
