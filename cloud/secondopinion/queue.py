@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, or_, select, update
+from sqlalchemy.orm import Session
 
 from cloud.db.models import Clip
 
@@ -18,39 +19,34 @@ MAX_ATTEMPTS = 3
 
 
 def claim(engine: Engine, worker: str, lease_s: float, limit: int = 1) -> list[Clip]:
+    """Lock up to ``limit`` claimable clips, lease them to ``worker``, return them: one
+    transaction, one SELECT and one UPDATE however many clips."""
     now = datetime.now(UTC)
+    lease_until = now + timedelta(seconds=lease_s)
     claimable = or_(
         Clip.status == "pending",
         (Clip.status == "claimed") & (Clip.lease_until < now),
     )
-    mysql = engine.dialect.name in ("mysql", "mariadb")
-    with engine.begin() as conn:
-        query = select(Clip.id).where(claimable).order_by(Clip.id).limit(limit)
-        if mysql:
-            query = query.with_for_update(skip_locked=True)
-        ids = list(conn.execute(query).scalars())
-        if not ids:
+    query = select(Clip).where(claimable).order_by(Clip.id).limit(limit)
+    if engine.dialect.name in ("mysql", "mariadb"):
+        query = query.with_for_update(skip_locked=True)
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        clips = list(session.scalars(query))
+        if not clips:
             return []
-        conn.execute(
+        session.execute(
             update(Clip)
-            .where(Clip.id.in_(ids), claimable)
+            .where(Clip.id.in_([c.id for c in clips]))
             .values(
-                status="claimed",
-                worker=worker,
-                lease_until=now + timedelta(seconds=lease_s),
-                attempts=Clip.attempts + 1,
+                status="claimed", worker=worker, lease_until=lease_until, attempts=Clip.attempts + 1
             )
+            .execution_options(synchronize_session=False)
         )
-    from sqlalchemy.orm import Session
-
-    with Session(engine) as session:
-        return list(
-            session.scalars(
-                select(Clip).where(
-                    Clip.id.in_(ids), Clip.worker == worker, Clip.status == "claimed"
-                )
-            )
-        )
+        for clip in clips:  # what the UPDATE wrote, without reading it back
+            clip.status, clip.worker, clip.lease_until = "claimed", worker, lease_until
+            clip.attempts += 1
+        session.expunge_all()
+    return clips
 
 
 def fail(engine: Engine, clip: Clip, worker: str, error: str) -> str:

@@ -139,7 +139,7 @@ class Worker:
                 )
             )
 
-    def run(self, stop: threading.Event, idle_s: float = 1.0) -> None:
+    def run(self, stop: threading.Event, idle_s: float = 1.0, batch: int = 8) -> None:
         while not stop.is_set():
-            if self.run_once() == 0:
+            if self.run_once(limit=batch) == 0:
                 stop.wait(idle_s)
