@@ -47,11 +47,11 @@ def fill(db: str, rows: int, devices: int) -> None:
                     label, label_index, label_mid, score, top_group, top_group_score, top_k,
                     group_scores, dbfs, inference_ms, model_id, lat, lon, received_at)
                 SELECT CONCAT('m', {start} + seq), CONCAT('dev', (seq % {devices})), 'bench',
-                    seq, UTC_TIMESTAMP(3) - INTERVAL (({start} + seq) * 30 DIV 1000) SECOND,
+                    seq, UTC_TIMESTAMP(3) - INTERVAL (({start} + seq) * 15 DIV 1000) SECOND,
                     0.96, ELT(1 + seq % 4, {", ".join(repr(x) for x in LABELS)}), seq % 4,
-                    '/m/x', (seq % 100) / 100,
-                    ELT(1 + seq % 4, {", ".join(repr(g) for g in GROUPS)}),
-                    (seq % 100) / 100, '[]', '{{}}', -30, 0.6, 'yamnet-int8@bench',
+                    '/m/x', ((seq DIV {devices}) % 100) / 100,
+                    ELT(1 + (seq DIV {devices}) % 4, {", ".join(repr(g) for g in GROUPS)}),
+                    ((seq DIV {devices}) % 100) / 100, '[]', '{{}}', -30, 0.6, 'yamnet-int8@bench',
                     40 + (seq % {devices}) * 0.01, 10 + (seq % {devices}) * 0.013, UTC_TIMESTAMP(3)
                 FROM seq_1_to_{n}""")
             print(f"  {start + n:,} rows ({time.perf_counter() - t0:.0f} s)", flush=True)
