@@ -22,8 +22,9 @@ def _app():  # type: ignore[no-untyped-def]
     engine = make_engine(url)
     upgrade(engine)
     seed(engine, tmp / "clips", per_device=20)
-    app = create_app(web_settings(url, tmp / "clips", auth=False), engine,
-                     FileClipStore(tmp / "clips"))
+    app = create_app(
+        web_settings(url, tmp / "clips", auth=False), engine, FileClipStore(tmp / "clips")
+    )
     return app
 
 
@@ -32,8 +33,11 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", _app())
 
 
 @schema.parametrize()
-@settings(max_examples=30, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 def test_no_server_errors(case) -> None:  # type: ignore[no-untyped-def]
     response = case.call()
     assert response.status_code < 500, f"{case.method} {case.formatted_path}: {response.text[:300]}"
