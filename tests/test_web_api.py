@@ -114,6 +114,7 @@ def test_malformed_query_values_are_422(api) -> None:  # type: ignore[no-untyped
         {"device": "../etc"},
         {"start": "2026-01-01T00:00:00Z", "end": "2026-06-01T00:00:00Z"},  # range too long
         {"start": "2026-06-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"},
+        {"end": "0001-01-01T00:00:00Z"},  # found by schemathesis: was a 500
     ]
     for params in bad:
         assert c.get("/api/v1/inferences", params=params).status_code == 422, params
@@ -138,6 +139,7 @@ def test_clip_download_and_traversal(api, tmp_path: Path) -> None:  # type: igno
     assert audio.headers["content-type"] == "audio/flac"
     assert c.get("/api/v1/clips/..%2F..%2Fetc%2Fpasswd/audio").status_code in (404, 422)
     assert c.get("/api/v1/clips/999999/audio").status_code == 404
+    assert c.get(f"/api/v1/clips/{2**63}/audio").status_code == 422  # was a 500
     secret = tmp_path / "secret.txt"
     secret.write_text("do not serve")
     with engine.begin() as conn:  # a poisoned storage key must not escape the store

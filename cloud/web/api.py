@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query
+from fastapi import Path as FastPath
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select, text, update
@@ -24,6 +25,8 @@ from cloud.web.queries import Filters, QueryError
 router = APIRouter(prefix="/api/v1")
 
 CSV_MAX_ROWS = 100_000
+
+RowId = Annotated[int, FastPath(ge=1, le=2**63 - 1, description="row id (BIGINT)")]
 
 Label = Annotated[str | None, Query(max_length=128, description="top-1 label (display name)")]
 Group = Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -167,7 +170,7 @@ class ReviewIn(BaseModel):
 
 
 @router.post("/inferences/{inference_id}/review", summary="A person's verdict (admin scope)")
-def review(state: StateDep, _: AdminDep, inference_id: int, body: ReviewIn) -> dict[str, Any]:
+def review(state: StateDep, _: AdminDep, inference_id: RowId, body: ReviewIn) -> dict[str, Any]:
     with state.engine.begin() as conn:
         found = conn.execute(select(Inference.id).where(Inference.id == inference_id)).first()
         if found is None:
@@ -218,7 +221,7 @@ def list_clips(
     response_class=Response,
     responses={200: {"content": {"audio/flac": {}}}},
 )
-def clip_audio(state: StateDep, _: ReadDep, clip_id: int) -> Response:
+def clip_audio(state: StateDep, _: ReadDep, clip_id: RowId) -> Response:
     clip = queries.clip_by_id(state.engine, clip_id)
     if clip is None:
         raise HTTPException(404, f"no clip {clip_id}")
@@ -301,7 +304,7 @@ def stats_devices(
 def map_updates(
     state: StateDep,
     _: ReadDep,
-    after_id: Annotated[int, Query(ge=0)] = 0,
+    after_id: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
     start: datetime | None = None,
     end: datetime | None = None,
     label: Label = None,

@@ -35,7 +35,10 @@ class Filters:
 
     def check(self, max_range_days: float) -> Filters:
         end = self.end or datetime.now(UTC)
-        start = self.start or end - timedelta(days=1)
+        try:
+            start = self.start or end - timedelta(days=1)
+        except OverflowError as exc:  # e.g. end=0001-01-01: no day before it
+            raise QueryError("time range out of bounds") from exc
         if start >= end:
             raise QueryError("start must be before end")
         if end - start > timedelta(days=max_range_days):
