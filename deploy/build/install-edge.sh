@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Install the edge agent into a virtualenv: the core plus the edge and mic extras, no web
+# stack. Used by deploy/Dockerfile.edge and run by CI in a fresh virtualenv, so a broken
+# install step fails CI even without a Docker engine.
+#   usage: install-edge.sh SOURCE_DIR VENV_DIR
+set -euo pipefail
+src="${1:?source directory}"
+venv="${2:?virtualenv directory}"
+python3 -m venv "$venv"
+"$venv/bin/pip" install --no-cache-dir -q --upgrade pip
+"$venv/bin/pip" install --no-cache-dir -q "$src[edge,mic]"
+"$venv/bin/earwitness" --version
+"$venv/bin/python" -c "import edge.agent, shared.runner"
+# The device image must not carry the web stack.
+if "$venv/bin/python" -c "import fastapi" 2>/dev/null; then
+  echo "error: the edge image pulled in fastapi" >&2
+  exit 1
+fi
