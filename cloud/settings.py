@@ -6,11 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
 
-from shared.config import MqttSettings, StrictModel, format_errors, load_yaml
-from shared.errors import ConfigError
+from shared.config import FileAndEnvSettings, MqttSettings, StrictModel, load_settings_file
 
 DEFAULT_SQLITE_URL = "sqlite:///var/earwitness.db"
 
@@ -75,7 +74,7 @@ class WebSettings(StrictModel):
     )
 
 
-class CloudSettings(BaseSettings):
+class CloudSettings(FileAndEnvSettings):
     model_config = SettingsConfigDict(
         env_prefix="EARWITNESS_", env_nested_delimiter="__", extra="forbid"
     )
@@ -92,19 +91,6 @@ class CloudSettings(BaseSettings):
     clips: ClipStoreSettings = Field(default_factory=ClipStoreSettings)
     web: WebSettings = Field(default_factory=WebSettings)
     api_secret: SecretStr | None = Field(None, description="reserved for signed web sessions")
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Environment first: a Kubernetes env var overrides the mounted config file
-        # (which arrives as init kwargs from load_settings).
-        return env_settings, init_settings, file_secret_settings
 
     @model_validator(mode="after")
     def _production_has_secrets(self) -> CloudSettings:
@@ -132,13 +118,4 @@ class CloudSettings(BaseSettings):
 
 def load_settings(path: Path | None = None) -> CloudSettings:
     """Settings from an optional YAML file; environment variables override the file."""
-    if path is None:
-        try:
-            return CloudSettings()
-        except ValidationError as exc:
-            raise ConfigError(format_errors(exc, "environment (EARWITNESS_*)")) from exc
-    data, annotated = load_yaml(path)
-    try:
-        return CloudSettings(**data)
-    except ValidationError as exc:
-        raise ConfigError(format_errors(exc, str(path), annotated)) from exc
+    return load_settings_file(CloudSettings, path)

@@ -10,9 +10,16 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from shared.config import MqttSettings, StrictModel, format_errors, load_yaml
+from shared.config import (
+    FileAndEnvSettings,
+    MqttSettings,
+    StrictModel,
+    format_errors,
+    load_settings_file,
+    load_yaml,
+)
 from shared.errors import ConfigError
 from shared.messages import Latitude, Longitude
 from shared.topics import ID_PATTERN
@@ -146,7 +153,7 @@ class HealthSettings(StrictModel):
     port: int = Field(9101, ge=0, le=65535, description="/healthz and /metrics (0: off)")
 
 
-class EdgeConfig(BaseSettings):
+class EdgeConfig(FileAndEnvSettings):
     model_config = SettingsConfigDict(
         env_prefix="EARWITNESS_EDGE_", env_nested_delimiter="__", extra="forbid"
     )
@@ -163,29 +170,9 @@ class EdgeConfig(BaseSettings):
         10.0, ge=1, le=300, description="audio buffered for inference before windows drop"
     )
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return env_settings, init_settings, file_secret_settings
-
 
 def load_edge_config(path: Path | None) -> EdgeConfig:
-    if path is None:
-        try:
-            return apply_directory(EdgeConfig())
-        except ValidationError as exc:
-            raise ConfigError(format_errors(exc, "environment (EARWITNESS_EDGE_*)")) from exc
-    data, annotated = load_yaml(path)
-    try:
-        return apply_directory(EdgeConfig(**data))
-    except ValidationError as exc:
-        raise ConfigError(format_errors(exc, str(path), annotated)) from exc
+    return apply_directory(load_settings_file(EdgeConfig, path))
 
 
 def apply_directory(cfg: EdgeConfig) -> EdgeConfig:

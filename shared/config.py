@@ -8,10 +8,12 @@ from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from shared.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
+S = TypeVar("S", bound="FileAndEnvSettings")
 
 
 class StrictModel(BaseModel):
@@ -131,3 +133,35 @@ def validate(model: type[M], data: dict[str, Any], source: str, annotated: Any =
         return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_errors(exc, source, annotated)) from exc
+
+
+class FileAndEnvSettings(BaseSettings):
+    """Settings read from a YAML file and the environment; the environment wins, so a
+    Kubernetes env var overrides the mounted config file (which arrives as init kwargs)."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return env_settings, init_settings, file_secret_settings
+
+
+def load_settings_file(cls: type[S], path: Path | None) -> S:
+    """``cls`` from an optional YAML file plus the environment, with errors that name the
+    file and line, or the environment variable prefix."""
+    if path is None:
+        try:
+            return cls()
+        except ValidationError as exc:
+            prefix = cls.model_config.get("env_prefix", "")
+            raise ConfigError(format_errors(exc, f"environment ({prefix}*)")) from exc
+    data, annotated = load_yaml(path)
+    try:
+        return cls(**data)
+    except ValidationError as exc:
+        raise ConfigError(format_errors(exc, str(path), annotated)) from exc
