@@ -78,14 +78,30 @@ def test_broker_outage_loses_nothing(tmp_path: Path) -> None:
         engine.dispose()
 
 
+_started: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_processes():  # type: ignore[no-untyped-def]
+    """A failing test must not leave its agent or consumer running into the next ones."""
+    yield
+    for proc in _started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    _started.clear()
+
+
 def _agent_process(config: Path, *extra: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "EARWITNESS_MODEL_DIR": str(MODELS)}
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "shared.cli", "edge", "--config", str(config), *extra],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    _started.append(proc)
+    return proc
 
 
 def _outbox_rows(path: Path) -> int:
