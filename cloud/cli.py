@@ -31,6 +31,20 @@ def _engine(settings: Any) -> Any:
     return make_engine(settings.resolved_database_url())
 
 
+def _migrated_engine(settings: Any) -> Any:
+    """Services never migrate at start-up (`earwitness db upgrade` is the prestart step);
+    they refuse to run on an outdated schema."""
+    from cloud.db.migrate import is_current
+    from shared.errors import ConfigError
+
+    engine = _engine(settings)
+    if not is_current(engine):
+        raise ConfigError(
+            "database schema is not at the latest migration: run `earwitness db upgrade` first"
+        )
+    return engine
+
+
 def _wait_for_signal() -> None:
     stop = threading.Event()
 
@@ -46,19 +60,13 @@ def _wait_for_signal() -> None:
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
     from cloud.clipstore import open_store
-    from cloud.db.migrate import is_current
     from cloud.ingest.consumer import IngestService
-    from shared.errors import ConfigError
 
     settings = _settings(args)
     if args.validate_config:
         print("configuration OK")
         return 0
-    engine = _engine(settings)
-    if not is_current(engine):
-        raise ConfigError(
-            "database schema is not at the latest migration: run `earwitness db upgrade` first"
-        )
+    engine = _migrated_engine(settings)
     store = open_store(settings.clips.url, settings.clips.s3_endpoint)
     service = IngestService(settings, engine, store)
     service.start()
@@ -105,7 +113,6 @@ def _cmd_web(args: argparse.Namespace) -> int:
     import uvicorn
 
     from cloud.clipstore import open_store
-    from cloud.db.migrate import is_current
     from cloud.web.app import create_app
     from shared.errors import ConfigError
 
@@ -119,11 +126,7 @@ def _cmd_web(args: argparse.Namespace) -> int:
     if args.validate_config:
         print("configuration OK")
         return 0
-    engine = _engine(settings)
-    if not is_current(engine):
-        raise ConfigError(
-            "database schema is not at the latest migration: run `earwitness db upgrade` first"
-        )
+    engine = _migrated_engine(settings)
     app = create_app(settings, engine, open_store(settings.clips.url, settings.clips.s3_endpoint))
     host = args.host or settings.web.host
     port = args.port or settings.web.port

@@ -185,27 +185,19 @@ class Outbox:
 
     def expired(self, ack_timeout_s: float, limit: int) -> list[Row]:
         """Rows sent longer than ``ack_timeout_s`` ago and still not acknowledged."""
-        with self._lock:
-            return [
-                Row(*r)
-                for r in self._db.execute(
-                    "SELECT seq, kind, topic, payload, created FROM outbox "
-                    "WHERE sent IS NOT NULL AND sent < ? ORDER BY seq LIMIT ?",
-                    (time.time() - ack_timeout_s, limit),
-                )
-            ]
+        return self._rows_where("sent IS NOT NULL AND sent < ?", ack_timeout_s, limit)
 
     def due(self, limit: int, ack_timeout_s: float) -> list[Row]:
         """Unsent rows and rows whose acknowledgement is overdue, oldest first."""
+        return self._rows_where("sent IS NULL OR sent < ?", ack_timeout_s, limit)
+
+    def _rows_where(self, condition: str, ack_timeout_s: float, limit: int) -> list[Row]:
+        query = (
+            "SELECT seq, kind, topic, payload, created FROM outbox "
+            f"WHERE {condition} ORDER BY seq LIMIT ?"  # condition: constants above, never input
+        )
         with self._lock:
-            return [
-                Row(*r)
-                for r in self._db.execute(
-                    "SELECT seq, kind, topic, payload, created FROM outbox "
-                    "WHERE sent IS NULL OR sent < ? ORDER BY seq LIMIT ?",
-                    (time.time() - ack_timeout_s, limit),
-                )
-            ]
+            return [Row(*r) for r in self._db.execute(query, (time.time() - ack_timeout_s, limit))]
 
     def mark_sent(self, seqs: list[int]) -> None:
         if not seqs:

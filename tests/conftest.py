@@ -24,6 +24,14 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("EARWITNESS_MODEL_DIR", str(MODELS))
 
 
+@pytest.fixture(autouse=True)
+def _no_stray_processes():  # type: ignore[no-untyped-def]
+    from tests.services import reap_spawned
+
+    yield
+    reap_spawned()
+
+
 @pytest.fixture(scope="session")
 def model_dir() -> Path:
     return MODELS

@@ -64,6 +64,25 @@ def mariadb_database() -> Iterator[str]:
         conn.close()
 
 
+_spawned: list[subprocess.Popen[bytes]] = []
+
+
+def spawn(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start a service process for a test; conftest kills it after the test if it is
+    still running, so a failing test never leaves an agent or consumer behind."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _spawned.append(proc)
+    return proc
+
+
+def reap_spawned() -> None:
+    for proc in _spawned:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    _spawned.clear()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

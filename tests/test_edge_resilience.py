@@ -21,7 +21,7 @@ from edge.agent import EdgeAgent
 from tests.conftest import MODELS
 from tests.edge_helpers import ArraySource, edge_config, noise
 from tests.ingest_helpers import ingest_settings, running_ingest, wait_for
-from tests.services import PrivateBroker, unique
+from tests.services import PrivateBroker, spawn, unique
 
 pytestmark = pytest.mark.mqtt
 
@@ -78,30 +78,9 @@ def test_broker_outage_loses_nothing(tmp_path: Path) -> None:
         engine.dispose()
 
 
-_started: list[subprocess.Popen[bytes]] = []
-
-
-@pytest.fixture(autouse=True)
-def _no_stray_processes():  # type: ignore[no-untyped-def]
-    """A failing test must not leave its agent or consumer running into the next ones."""
-    yield
-    for proc in _started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-    _started.clear()
-
-
 def _agent_process(config: Path, *extra: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "EARWITNESS_MODEL_DIR": str(MODELS)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "edge", "--config", str(config), *extra],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    _started.append(proc)
-    return proc
+    return spawn([sys.executable, "-m", "shared.cli", "edge", "--config", str(config), *extra], env)
 
 
 def _outbox_rows(path: Path) -> int:

@@ -32,6 +32,7 @@ from tests.services import (
     MARIADB_USER,
     PrivateBroker,
     mariadb_database,
+    spawn,
     unique,
 )
 
@@ -181,20 +182,6 @@ def test_killed_database_connections_lose_nothing(tmp_path: Path) -> None:
 
 
 # -- consumer killed with SIGKILL ---------------------------------------------------------
-_started: list[subprocess.Popen[bytes]] = []
-
-
-@pytest.fixture(autouse=True)
-def _no_stray_processes():  # type: ignore[no-untyped-def]
-    """A failing test must not leave its agent or consumer running into the next ones."""
-    yield
-    for proc in _started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-    _started.clear()
-
-
 def _ingest_process(
     url: str, port: int, site: str, group: str, clips: Path
 ) -> subprocess.Popen[bytes]:
@@ -209,14 +196,7 @@ def _ingest_process(
         "EARWITNESS_INGEST__SESSION_EXPIRY_S": "300",
         "EARWITNESS_CLIPS__URL": str(clips),
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "ingest"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    _started.append(proc)
-    return proc
+    return spawn([sys.executable, "-m", "shared.cli", "ingest"], env)
 
 
 def _wait_until_consuming(pub: Publisher, dev: Dev, engine: Any, proc: Any) -> None:
