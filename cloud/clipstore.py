@@ -33,6 +33,10 @@ def check_key(key: str) -> str:
 
 
 class ClipStore(Protocol):
+    # Enough to open the same store in another process (ingest's writer processes).
+    url: str
+    endpoint_url: str | None
+
     def put(self, data: bytes) -> str: ...
 
     def get(self, key: str) -> bytes: ...
@@ -46,6 +50,8 @@ class FileClipStore:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self.url = str(self.root)
+        self.endpoint_url: str | None = None
 
     def _path(self, key: str) -> Path:
         path = (self.root / check_key(key)).resolve()
@@ -94,35 +100,71 @@ class S3ClipStore:
             raise ClipStoreError("S3 clip store needs boto3: pip install 'earwitness[s3]'") from exc
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        self._s3 = boto3.client("s3", endpoint_url=endpoint_url)
+        self.url = f"s3://{bucket}/{self.prefix}"
+        self.endpoint_url = endpoint_url
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        # Short timeouts and few retries: callers (ingest, the worker) hold the work and
+        # retry with their own backoff, so a dead endpoint must fail fast, not hang.
+        config = Config(
+            connect_timeout=5, read_timeout=30, retries={"max_attempts": 3, "mode": "standard"}
+        )
+        self._s3 = boto3.client("s3", endpoint_url=endpoint_url, config=config)
+
+        self._errors: tuple[type[Exception], ...] = (BotoCoreError, ClientError)
 
     def _object(self, key: str) -> str:
         check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
+    def _fail(self, action: str, key: str, exc: Exception) -> ClipStoreError:
+        return ClipStoreError(f"clip {key}: {action} in s3://{self.bucket} failed: {exc}")
+
     def put(self, data: bytes) -> str:
         key = key_for(hashlib.sha256(data).hexdigest())
-        self._s3.put_object(
-            Bucket=self.bucket, Key=self._object(key), Body=data, ContentType="audio/flac"
-        )
+        try:
+            self._s3.put_object(
+                Bucket=self.bucket, Key=self._object(key), Body=data, ContentType="audio/flac"
+            )
+        except self._errors as exc:
+            raise self._fail("upload", key, exc) from exc
         return key
 
     def get(self, key: str) -> bytes:
         try:
             obj = self._s3.get_object(Bucket=self.bucket, Key=self._object(key))
-        except Exception as exc:  # botocore raises many client error classes
-            raise ClipStoreError(f"clip {key} not found in s3://{self.bucket}: {exc}") from exc
-        return bytes(obj["Body"].read())
+            return bytes(obj["Body"].read())
+        except self._errors as exc:
+            if _s3_code(exc) in _NOT_FOUND:
+                raise ClipStoreError(f"clip {key} not found in s3://{self.bucket}") from exc
+            raise self._fail("download", key, exc) from exc
 
     def exists(self, key: str) -> bool:
         try:
             self._s3.head_object(Bucket=self.bucket, Key=self._object(key))
             return True
-        except Exception:
-            return False
+        except self._errors as exc:
+            # A missing object is an answer; bad credentials or an unreachable endpoint
+            # are not, and must not read as "no such clip". (HEAD has no body, so a
+            # missing bucket is a 404 too.)
+            if _s3_code(exc) in _NOT_FOUND:
+                return False
+            raise self._fail("lookup", key, exc) from exc
 
     def delete(self, key: str) -> None:
-        self._s3.delete_object(Bucket=self.bucket, Key=self._object(key))
+        try:
+            self._s3.delete_object(Bucket=self.bucket, Key=self._object(key))
+        except self._errors as exc:
+            raise self._fail("delete", key, exc) from exc
+
+
+_NOT_FOUND = ("404", "NoSuchKey", "NotFound")
+
+
+def _s3_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
 
 
 def open_store(url: str, endpoint_url: str | None = None) -> ClipStore:

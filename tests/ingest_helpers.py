@@ -6,14 +6,14 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from cloud.clipstore import FileClipStore
+from cloud.clipstore import ClipStore, FileClipStore
 from cloud.db.engine import make_engine
 from cloud.ingest.consumer import IngestService
 from cloud.settings import CloudSettings
@@ -36,11 +36,17 @@ def ingest_settings(db_url: str, site: str, port: int = MQTT_PORT, **ingest: Any
     )
 
 
+def running_ingest(
+    settings: CloudSettings, clip_dir: Path
+) -> AbstractContextManager[IngestService]:
+    return running_ingest_with(settings, FileClipStore(clip_dir))
+
+
 @contextmanager
-def running_ingest(settings: CloudSettings, clip_dir: Path) -> Iterator[IngestService]:
+def running_ingest_with(settings: CloudSettings, store: ClipStore) -> Iterator[IngestService]:
     require(settings.mqtt.host, settings.mqtt.port, "Mosquitto")
     engine = make_engine(settings.database_url)
-    service = IngestService(settings, engine, FileClipStore(clip_dir))
+    service = IngestService(settings, engine, store)
     service.start()
     assert service.mqtt.wait_connected(10), "ingest did not connect to the broker"
     time.sleep(0.3)  # subscription round trip

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from cloud.db.models import DeadLetter, Device, Inference
+from cloud.db.models import Clip, DeadLetter, Device, Inference
 from shared.topics import Kind
 from tests.factories import Device as Dev
 from tests.factories import wire
@@ -42,7 +42,10 @@ def test_stream_is_stored_and_acknowledged(
         assert svc.metrics.total("rows_stored_total") == 202
     with engine.connect() as conn:
         device = conn.execute(select(Device)).one()
+        key = conn.execute(select(Clip.storage_key)).scalar_one()
     assert device.id == "dev1" and device.online is True and device.lat == 48.2082
+    # In the store the service was given, also when writer processes open their own.
+    assert (tmp_path / "clips" / key).read_bytes() == dev.clip(200).audio()
     pub.close()
 
 

@@ -73,8 +73,8 @@ class IngestService:
         self.db_retries = 0  # batch retries after transient database errors, so far
         child = ChildConfig(
             settings.resolved_database_url(),
-            settings.clips.url,
-            settings.clips.s3_endpoint,
+            store.url,  # the children open the store this service was given
+            store.endpoint_url,
             self.limits,
             self.cfg.max_retries,
         )
@@ -221,10 +221,14 @@ class IngestService:
                 if self._stop.is_set():
                     return
                 continue
-            prepared = prepare(batch, self.store, self.limits)
-            if not self._until_stored(partial(self.writer.write, prepared)):
+            # Prepared inside the retry: a clip store that is down (S3 unreachable) holds
+            # the batch like a database that is down, instead of ending this thread.
+            if not self._until_stored(partial(self._prepare_and_write, batch)):
                 return  # stopping with the database down: unacked, the broker keeps them
             self._acknowledge(batch)
+
+    def _prepare_and_write(self, batch: list[RawMessage]) -> WriteResult:
+        return self.writer.write(prepare(batch, self.store, self.limits))
 
     def _run_with_processes(self, children: list[ProcessWriter]) -> None:
         """Each child validates and writes one batch at a time; while they work this
