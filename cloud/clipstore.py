@@ -15,7 +15,12 @@ _KEY_RE = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{64}\.flac$")
 
 
 class ClipStoreError(EarwitnessError):
-    pass
+    """The clip cannot be stored or read: a bad key, a missing object."""
+
+
+class ClipStoreUnavailable(ClipStoreError):
+    """The store itself failed (endpoint down, credentials, disk): try again later, and do
+    not hold it against the clip."""
 
 
 def key_for(sha256: str) -> str:
@@ -82,6 +87,8 @@ class FileClipStore:
             return self._path(key).read_bytes()
         except FileNotFoundError as exc:
             raise ClipStoreError(f"clip {key} not found in {self.root}") from exc
+        except OSError as exc:  # an unmounted volume, permissions: not the clip's fault
+            raise ClipStoreUnavailable(f"clip {key}: reading {self.root} failed: {exc}") from exc
 
     def exists(self, key: str) -> bool:
         return self._path(key).exists()
@@ -118,8 +125,8 @@ class S3ClipStore:
         check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _fail(self, action: str, key: str, exc: Exception) -> ClipStoreError:
-        return ClipStoreError(f"clip {key}: {action} in s3://{self.bucket} failed: {exc}")
+    def _fail(self, action: str, key: str, exc: Exception) -> ClipStoreUnavailable:
+        return ClipStoreUnavailable(f"clip {key}: {action} in s3://{self.bucket} failed: {exc}")
 
     def put(self, data: bytes) -> str:
         key = key_for(hashlib.sha256(data).hexdigest())

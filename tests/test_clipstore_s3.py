@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import select
 
@@ -121,6 +122,10 @@ def test_clip_waits_for_s3_then_lands_there_and_downloads_from_the_api(
         c.headers["Authorization"] = f"Bearer {create_token(engine, 'reader', 'read')}"
         r = c.get(f"/api/v1/clips/{clip.id}/audio")
     assert r.status_code == 200 and r.content == clip_msg.audio()
+    dead = open_store(f"s3://{bucket}/clips", f"http://127.0.0.1:{free_port()}")
+    with TestClient(create_app(app_settings, engine, dead)) as c:
+        c.headers["Authorization"] = f"Bearer {create_token(engine, 'reader2', 'read')}"
+        assert c.get(f"/api/v1/clips/{clip.id}/audio").status_code == 503  # not "no such clip"
 
 
 def _clip_rows(engine) -> int:  # type: ignore[no-untyped-def]
@@ -131,3 +136,39 @@ def _clip_rows(engine) -> int:  # type: ignore[no-untyped-def]
 def _dead_letters(engine) -> int:  # type: ignore[no-untyped-def]
     with engine.connect() as conn:
         return len(conn.execute(select(DeadLetter.id)).all())
+
+
+def test_worker_gives_clips_back_while_the_store_is_down(
+    engine, tmp_path: Path, s3_endpoint: str, bucket: str, patch_model, class_map
+) -> None:  # type: ignore[no-untyped-def]
+    """An S3 outage is not the clips' fault: no attempt is counted, nothing is marked
+    failed, and the clips are scored once the store answers again."""
+    from cloud.clipstore import FileClipStore
+    from cloud.secondopinion.backends import YamnetReference
+    from cloud.secondopinion.worker import Worker
+    from tests.conftest import MODELS
+    from tests.test_second_opinion import store_clips
+
+    t = np.arange(16000) / 16000
+    waves = [(0.3 * np.sin(2 * np.pi * f * t)).astype(np.float32) for f in (440, 880)]
+    store_clips(engine, tmp_path / "clips", patch_model, class_map, waves)
+    live = open_store(f"s3://{bucket}", s3_endpoint)
+    local = FileClipStore(tmp_path / "clips")
+    with engine.connect() as conn:
+        for key in conn.execute(select(Clip.storage_key)).scalars():
+            assert live.put(local.get(key)) == key
+
+    reference = YamnetReference(MODELS)
+    dead = open_store(f"s3://{bucket}", f"http://127.0.0.1:{free_port()}")
+    down = Worker(engine, dead, [reference], name="sees-s3-down")
+    for _ in range(4):  # more than MAX_ATTEMPTS
+        assert down.run_once(limit=2) == 0
+    assert down.store_errors == 4 and down.failed == 0
+    with engine.connect() as conn:
+        states = conn.execute(select(Clip.status, Clip.attempts, Clip.lease_until)).all()
+    assert states == [("pending", 0, None)] * 2
+
+    up = Worker(engine, live, [reference], name="sees-s3-up")
+    assert up.run_once(limit=2) == 2 and up.processed == 2
+    with engine.connect() as conn:
+        assert conn.execute(select(Clip.status, Clip.attempts)).all() == [("done", 1)] * 2

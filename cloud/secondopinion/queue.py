@@ -59,3 +59,16 @@ def fail(engine: Engine, clip: Clip, worker: str, error: str) -> str:
             .values(status=status, error=error[:4000], lease_until=None)
         )
     return status
+
+
+def release(engine: Engine, clips: list[Clip], worker: str) -> None:
+    """Give claimed clips back without counting the attempt: the clip store was down,
+    which says nothing about the clips."""
+    if not clips:
+        return
+    with engine.begin() as conn:
+        conn.execute(
+            update(Clip)
+            .where(Clip.id.in_([c.id for c in clips]), Clip.worker == worker)
+            .values(status="pending", lease_until=None, attempts=Clip.attempts - 1)
+        )

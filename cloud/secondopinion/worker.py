@@ -15,7 +15,7 @@ from sqlalchemy import Engine, update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from cloud.clipstore import ClipStore, ClipStoreError
+from cloud.clipstore import ClipStore, ClipStoreError, ClipStoreUnavailable
 from cloud.db.models import Clip, Inference, SecondOpinion, table_of
 from cloud.secondopinion import queue
 from cloud.secondopinion.backends import Backend, Opinion
@@ -54,6 +54,7 @@ class Worker:
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{threading.get_ident()}"
         self.processed = 0
         self.failed = 0
+        self.store_errors = 0  # times the clip store was down and claimed clips were released
         self._recent: deque[float] = deque()
 
     def _within_budget(self) -> bool:
@@ -69,15 +70,25 @@ class Worker:
         if not self._within_budget():
             return 0
         clips = queue.claim(self.engine, self.name, self.lease_s, limit)
-        for clip in clips:
+        for i, clip in enumerate(clips):
             self._recent.append(time.monotonic())
-            self.process(clip)
+            try:
+                self.process(clip)
+            except ClipStoreUnavailable as exc:
+                queue.release(self.engine, clips[i:], self.name)
+                self.store_errors += 1
+                log.error("clip store unavailable, %d clip(s) released: %s", len(clips) - i, exc)
+                return 0  # the caller idles before trying again
         return len(clips)
 
     def process(self, clip: Clip) -> None:
+        """Score one claimed clip. A clip that cannot be read or scored counts an attempt;
+        ClipStoreUnavailable propagates, so the caller releases the clip untouched."""
         try:
             wave = audio.decode_bytes(self.store.get(clip.storage_key), f"clip {clip.clip_id}")
             opinions = [b.score(wave) for b in self.backends]
+        except ClipStoreUnavailable:
+            raise
         except (EarwitnessError, ClipStoreError) as exc:
             status = queue.fail(self.engine, clip, self.name, str(exc))
             self.failed += status == "failed"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -14,13 +15,15 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select, text, update
 
-from cloud.clipstore import ClipStoreError
+from cloud.clipstore import ClipStoreError, ClipStoreUnavailable
 from cloud.db.migrate import current
 from cloud.db.models import Inference, Review, SecondOpinion
 from cloud.trust import trust_figures
 from cloud.web import queries
 from cloud.web.deps import AdminDep, ReadDep, StateDep
 from cloud.web.queries import Filters, QueryError
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/v1")
 
@@ -227,6 +230,9 @@ def clip_audio(state: StateDep, _: ReadDep, clip_id: RowId) -> Response:
         raise HTTPException(404, f"no clip {clip_id}")
     try:
         data = state.store.get(clip.storage_key)
+    except ClipStoreUnavailable as exc:
+        log.error("clip %s: %s", clip_id, exc)
+        raise HTTPException(503, "clip store unavailable, try again later") from exc
     except ClipStoreError as exc:
         raise HTTPException(404, "clip audio not available") from exc
     return Response(
