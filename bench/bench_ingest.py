@@ -181,6 +181,16 @@ def reset(db: str) -> None:
         conn.commit()
 
 
+def cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+BUSY: list[float] = []  # machine CPU use during each wait_rows, from the first commit on
+
+
 def wait_rows(db: str, n: int, timeout: float = 900) -> tuple[float, float]:
     """Until every message is committed; then the rows are counted once, duplicates too.
     Returns the time it took and the rate from the first commit on (a consumer's own
@@ -192,6 +202,7 @@ def wait_rows(db: str, n: int, timeout: float = 900) -> tuple[float, float]:
     t0 = time.perf_counter()
     conn = pymysql.connect(host="127.0.0.1", user="root", database=db, autocommit=True)
     done, first = 0, None
+    cpu0 = cpu_times()
     with conn, conn.cursor() as cur:
         while done < n:
             time.sleep(0.02)
@@ -199,9 +210,13 @@ def wait_rows(db: str, n: int, timeout: float = 900) -> tuple[float, float]:
             done = int(cur.fetchone()[0])
             if first is None and done:
                 first = (time.perf_counter(), done)
+                cpu0 = cpu_times()
             if time.perf_counter() - t0 > timeout:
                 raise RuntimeError(f"timed out at {done} of {n}")
     end = time.perf_counter()
+    cpu1 = cpu_times()
+    if cpu1[1] > cpu0[1]:
+        BUSY.append((cpu1[0] - cpu0[0]) / (cpu1[1] - cpu0[1]))
     rows = count_rows(db)
     if rows != n:
         raise RuntimeError(f"{rows} rows stored for {n} messages")
@@ -324,7 +339,7 @@ def main() -> None:
                         f"{mode}{label}: {consumers} consumer(s), {n:,} inference messages:"
                         f" {rate:,.0f} msg/s committed, zero loss, no duplicates"
                         f" ({rate / sub_rate:.0%} of the broker ceiling,"
-                        f" {rate / raw_rate:.0%} of raw insert)",
+                        f" {rate / raw_rate:.0%} of raw insert; machine CPU {BUSY[-1]:.0%} busy)",
                         flush=True,
                     )
         WRITERS = None
