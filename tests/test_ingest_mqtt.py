@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
-from cloud.db.models import Clip, DeadLetter, Device, Inference
+from cloud.db.models import AckWatermark, Clip, DeadLetter, Device, Inference
+from cloud.ingest.consumer import ACK_RESYNC_S
 from shared.topics import Kind
 from tests.factories import Device as Dev
 from tests.factories import wire
@@ -156,4 +159,37 @@ def test_ack_many_acknowledges_exactly_the_given_messages() -> None:
     time.sleep(0.5)  # nothing else arrives
     assert sorted(int(p) for _, p in got) == list(range(12, 20))
     second.stop()
+    pub.close()
+
+
+def test_acks_never_step_back(db_url: str, engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Writer processes finish batches in any order; an older watermark arriving after a
+    newer one must not be published (it would stay retained). The same value again is:
+    it answers a device that re-sent what was already stored."""
+    site = unique("s")
+    pub = Publisher()
+    pub.watch_acks(site)
+    topic = f"earwitness/v1/{site}/dev1/ack"
+    seen: list[int] = []
+    pub.client.message_callback_add(
+        topic, lambda c, u, m: seen.append(json.loads(m.payload)["seq"])
+    )
+    settings = ingest_settings(db_url, site)
+    key = (site, "dev1", "epoch0001")
+    with running_ingest(settings, tmp_path / "clips") as svc:
+        for seq in (10, 5, 10, 12):
+            svc._publish_acks({key: seq})
+        wait_for(lambda: seen[-1:] == [12], what="ack 12")
+        assert seen == [10, 10, 12]
+        # Another consumer committed up to 30 and published 30, but this consumer's 12
+        # reached the broker after it: the resync publishes the database's value.
+        with engine.begin() as conn:
+            conn.execute(
+                insert(AckWatermark).values(
+                    device_id="dev1", epoch="epoch0001", seq=30, updated_at=datetime.now(UTC)
+                )
+            )
+        svc._publish_acks({key: 12})
+        wait_for(lambda: seen[-1:] == [30], timeout=3 * ACK_RESYNC_S, what="resynced ack 30")
+    assert seen == [10, 10, 12, 12, 30]
     pub.close()

@@ -19,10 +19,12 @@ from functools import partial
 from typing import Any
 
 import paho.mqtt.client as paho
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, select, text, tuple_
+from sqlalchemy.exc import SQLAlchemyError
 
 from cloud.clipstore import ClipStore
-from cloud.ingest.writer import BatchWriter, Limits, RawMessage, WriteResult, prepare
+from cloud.db.models import AckWatermark
+from cloud.ingest.writer import BatchWriter, Limits, RawMessage, SeqKey, WriteResult, prepare
 from cloud.ingest.writer_process import ChildConfig, ProcessWriter, WriterProcessError
 from cloud.settings import CloudSettings
 from shared import topics
@@ -34,6 +36,14 @@ log = logging.getLogger(__name__)
 
 DB_DOWN_BACKOFF_MAX_S = 10.0
 """While the database is unreachable, retry the held batch at most this far apart."""
+
+IDLE_WAKE_S = 0.2
+"""With nothing to write, the writer thread wakes this often (stop requests, ack resync)."""
+
+ACK_RESYNC_S = 2.0
+"""How often the acks published lately are checked against the database. Consumers sharing
+a subscription publish one device's acks independently, so an older watermark can reach
+the broker after a newer one and stay retained; the check publishes the newer one again."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,9 @@ class IngestService:
         self._db_ok = True
         self._last_commit = time.monotonic()
         self._latencies: deque[float] = deque(maxlen=1000)
+        self._acked: dict[SeqKey, int] = {}  # the highest ack this consumer published
+        self._acked_lately: set[SeqKey] = set()
+        self._next_ack_resync = time.monotonic() + ACK_RESYNC_S
         # Stable across restarts, so the broker resumes our persistent session and redelivers
         # what we had not acknowledged. Two consumers on one host need explicit client ids.
         client_id = self.cfg.client_id or f"ingest-{socket.gethostname()}"
@@ -185,7 +198,8 @@ class IngestService:
 
     # -- writer thread ----------------------------------------------------------------
     def _collect(self) -> list[RawMessage]:
-        """Up to batch_size messages, waiting at most batch_ms after the first one."""
+        """Up to batch_size messages, waiting at most batch_ms after the first one; empty
+        after IDLE_WAKE_S without any."""
         batch: list[RawMessage] = []
         deadline: float | None = None
         while len(batch) < self.cfg.batch_size:
@@ -201,7 +215,11 @@ class IngestService:
             self._arrived.clear()
             if self._inbox:  # appended between the check and the clear
                 continue
-            self._arrived.wait(0.2 if deadline is None else deadline - time.monotonic())
+            arrived = self._arrived.wait(
+                IDLE_WAKE_S if deadline is None else deadline - time.monotonic()
+            )
+            if not arrived and deadline is None:
+                break  # idle: an empty batch lets the caller do its periodic work
         return batch
 
     def _run(self) -> None:
@@ -216,6 +234,7 @@ class IngestService:
 
     def _run_in_process(self) -> None:
         while True:
+            self._resync_acks()
             batch = self._collect()
             if not batch:
                 if self._stop.is_set():
@@ -237,6 +256,7 @@ class IngestService:
         free = deque(children)
         inflight: deque[tuple[ProcessWriter, list[RawMessage], _Resubmit]] = deque()
         while True:
+            self._resync_acks()
             if free and (self._inbox or not inflight):
                 batch = self._collect()
                 if batch:
@@ -263,6 +283,8 @@ class IngestService:
                 result = store()
             except Exception as exc:  # database down: hold the batch, never drop it
                 self._db_ok = False
+                self.db_retries += 1
+                self.metrics.inc("db_retries_total")
                 log.error(
                     "batch not stored, will retry in %.1fs: %s",
                     backoff,
@@ -288,8 +310,9 @@ class IngestService:
         m.inc("dead_letters_total", result.dead_letters)
         m.inc("batches_total")
         m.inc("batch_seconds_sum", elapsed)
-        self.db_retries = result.db_retries
-        m.set("db_retries_total", result.db_retries)
+        # Summed per batch: with several writer processes each counts only its own.
+        self.db_retries += result.db_retries
+        m.inc("db_retries_total", result.db_retries)
         self._latencies.append(elapsed)
         ordered = sorted(self._latencies)
         m.set("batch_latency_p95_seconds", ordered[int(0.95 * (len(ordered) - 1))])
@@ -307,9 +330,17 @@ class IngestService:
             if token.qos == 2:
                 self.mqtt.ack(token.mid, token.qos)
 
-    def _publish_acks(self, watermarks: dict[tuple[str, str, str], int]) -> None:
+    def _publish_acks(self, watermarks: dict[SeqKey, int]) -> None:
         now = datetime.now(UTC)
-        for (site, device, epoch), seq in watermarks.items():
+        for key, seq in watermarks.items():
+            if seq < self._acked.get(key, -1):
+                # Writer processes finish in any order: a batch's watermark, read before a
+                # later batch's commit, must not step the retained ack back. An equal one
+                # is sent again: it answers a device that re-sent what was stored.
+                continue
+            self._acked[key] = seq
+            self._acked_lately.add(key)
+            site, device, epoch = key
             ack = AckMessage(epoch=epoch, seq=seq, ts=now)
             self.mqtt.publish(
                 topics.topic(site, device, topics.Downlink.ACK),
@@ -317,6 +348,31 @@ class IngestService:
                 qos=1,
                 retain=True,
             )
+
+    def _resync_acks(self) -> None:
+        """Publish again any watermark that moved past what this consumer last sent
+        (another consumer's commit), so the retained ack ends at the database's value."""
+        now = time.monotonic()
+        if now < self._next_ack_resync or not self._acked_lately:
+            return
+        self._next_ack_resync = now + ACK_RESYNC_S
+        keys, self._acked_lately = self._acked_lately, set()
+        by_pair = {(device, epoch): (site, device, epoch) for site, device, epoch in keys}
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(AckWatermark.device_id, AckWatermark.epoch, AckWatermark.seq).where(
+                        tuple_(AckWatermark.device_id, AckWatermark.epoch).in_(list(by_pair))
+                    )
+                ).all()
+        except SQLAlchemyError as exc:  # the next batch's commit retries the database
+            log.warning("ack resync skipped: %s", str(exc).splitlines()[0][:200])
+            return
+        newer = {
+            by_pair[(d, e)]: int(q) for d, e, q in rows if int(q) > self._acked[by_pair[(d, e)]]
+        }
+        if newer:
+            self._publish_acks(newer)
 
 
 def check_database(engine: Engine) -> None:

@@ -91,7 +91,7 @@ class WriteResult:
     watermarks: dict[SeqKey, int] = field(default_factory=dict)
     kinds: dict[str, int] = field(default_factory=dict)
     lags_s: list[float] = field(default_factory=list)
-    db_retries: int = 0  # the writer's retries so far (a counter, for /metrics)
+    db_retries: int = 0  # retries this write needed after transient database errors
 
 
 class Limits:
@@ -302,11 +302,12 @@ class BatchWriter:
 
     # -- data -----------------------------------------------------------------------
     def write(self, p: Prepared) -> WriteResult:
+        retries_before = self.retries
         result = with_retries(lambda: self._write_once(p), self.max_retries, self._on_retry)
         result.watermarks = self.advance_watermarks(p)
         result.kinds = dict(p.kinds)
         result.lags_s = p.lags_s
-        result.db_retries = self.retries
+        result.db_retries = self.retries - retries_before
         return result
 
     def _write_once(self, p: Prepared) -> WriteResult:

@@ -61,7 +61,6 @@ def _child_main(conn: Connection, cfg: ChildConfig) -> None:
                 cfg.limits,
             )
             result = writer.write(prepared)
-            result.db_retries = writer.retries
             conn.send(("ok", result))
         except Exception as exc:  # reported to the parent, which holds the batch and retries
             conn.send(("error", f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"))
