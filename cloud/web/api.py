@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi import Path as FastPath
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
@@ -57,6 +57,22 @@ def _filters(
         raise HTTPException(422, str(exc)) from exc
 
 
+def filter_query(
+    state: StateDep,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    label: Label = None,
+    group: Group = None,
+    device: DeviceQ = None,
+    min_score: Score = None,
+) -> Filters:
+    """The filter form's query parameters, checked (422 with the reason)."""
+    return _filters(state, start, end, label, group, device, min_score)
+
+
+FiltersDep = Annotated[Filters, Depends(filter_query)]
+
+
 @router.get("/health", summary="Liveness and schema version (no token needed)")
 def health(state: StateDep) -> dict[str, Any]:
     try:
@@ -94,18 +110,12 @@ class Page(BaseModel):
 def list_inferences(
     state: StateDep,
     _: ReadDep,
-    start: datetime | None = None,
-    end: datetime | None = None,
-    label: Label = None,
-    group: Group = None,
-    device: DeviceQ = None,
-    min_score: Score = None,
+    f: FiltersDep,
     limit: Annotated[int, Query(ge=1)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Page:
     if limit > state.settings.web.max_page:
         raise HTTPException(422, f"limit above the maximum page size {state.settings.web.max_page}")
-    f = _filters(state, start, end, label, group, device, min_score)
     try:
         rows, next_cursor = queries.inference_page(state.engine, f, limit, cursor)
     except QueryError as exc:
@@ -117,14 +127,8 @@ def list_inferences(
 def export_inferences(
     state: StateDep,
     _: ReadDep,
-    start: datetime | None = None,
-    end: datetime | None = None,
-    label: Label = None,
-    group: Group = None,
-    device: DeviceQ = None,
-    min_score: Score = None,
+    f: FiltersDep,
 ) -> StreamingResponse:
-    f = _filters(state, start, end, label, group, device, min_score)
     columns = [
         "id",
         "device_id",
@@ -310,15 +314,9 @@ def stats_devices(
 def map_updates(
     state: StateDep,
     _: ReadDep,
+    f: FiltersDep,
     after_id: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
-    start: datetime | None = None,
-    end: datetime | None = None,
-    label: Label = None,
-    group: Group = None,
-    device: DeviceQ = None,
-    min_score: Score = None,
 ) -> dict[str, Any]:
-    f = _filters(state, start, end, label, group, device, min_score)
     live = datetime.max.replace(tzinfo=UTC)  # live: no upper bound
     f = Filters(f.start, live, f.label, f.group, f.device, f.min_score)
     rows = queries.detections_for_map(
