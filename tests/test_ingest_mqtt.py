@@ -191,5 +191,6 @@ def test_acks_never_step_back(db_url: str, engine, tmp_path: Path) -> None:  # t
             )
         svc._publish_acks({key: 12})
         wait_for(lambda: seen[-1:] == [30], timeout=3 * ACK_RESYNC_S, what="resynced ack 30")
+        assert svc.metrics.total("acks_republished_total") == 1
     assert seen == [10, 10, 12, 12, 30]
     pub.close()

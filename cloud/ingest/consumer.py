@@ -136,6 +136,9 @@ class IngestService:
         m.describe("lag_seconds", "gauge", "receive time minus device timestamp, last batch max")
         m.describe("queue_depth", "gauge", "messages received but not yet written")
         m.describe("db_retries_total", "counter", "batch retries after transient DB errors")
+        m.describe(
+            "acks_republished_total", "counter", "acks sent again: another consumer moved them on"
+        )
         m.gauge_callback("queue_depth", lambda: len(self._inbox))
 
     # -- lifecycle ----------------------------------------------------------------
@@ -372,6 +375,7 @@ class IngestService:
             by_pair[(d, e)]: int(q) for d, e, q in rows if int(q) > self._acked[by_pair[(d, e)]]
         }
         if newer:
+            self.metrics.inc("acks_republished_total", len(newer))
             self._publish_acks(newer)
 
 
