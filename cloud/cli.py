@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
+
+from shared.lifecycle import stop_on_signals
 
 log = logging.getLogger("earwitness.cloud")
 
@@ -45,19 +45,6 @@ def _migrated_engine(settings: Any) -> Any:
     return engine
 
 
-def _wait_for_signal() -> None:
-    stop = threading.Event()
-
-    def handler(signum: int, _frame: Any) -> None:
-        log.info("signal %d: shutting down", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    while not stop.wait(1.0):
-        pass
-
-
 def _cmd_ingest(args: argparse.Namespace) -> int:
     from cloud.clipstore import open_store
     from cloud.ingest.consumer import IngestService
@@ -69,8 +56,10 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     engine = _migrated_engine(settings)
     store = open_store(settings.clips.url, settings.clips.s3_endpoint)
     service = IngestService(settings, engine, store)
+    stop = stop_on_signals()
     service.start()
-    _wait_for_signal()
+    while not stop.wait(1.0):
+        pass
     service.stop()
     return 0
 
@@ -183,10 +172,7 @@ def _cmd_second_opinion(args: argparse.Namespace) -> int:
             pass
         print(f"processed {worker.processed}, failed {worker.failed}")
         return 0
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    worker.run(stop)
+    worker.run(stop_on_signals())
     return 0
 
 

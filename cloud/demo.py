@@ -25,6 +25,7 @@ from cloud.db.migrate import upgrade
 from cloud.db.models import Inference
 from cloud.ingest.consumer import IngestService
 from cloud.settings import CloudSettings
+from shared.lifecycle import stop_on_signals
 
 log = logging.getLogger("earwitness.demo")
 
@@ -227,8 +228,6 @@ def default_data_dir() -> Path:
 
 
 def run(args: Any) -> int:
-    import signal
-
     demo = Demo(
         args.data_dir or default_data_dir(),
         args.devices,
@@ -239,13 +238,7 @@ def run(args: Any) -> int:
         args.model_dir,
         args.broker,
     )
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop = stop_on_signals()
     demo.start()
     started = time.monotonic()
     next_report = started + 10

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from shared.lifecycle import stop_on_signals
 
 log = logging.getLogger("earwitness.edge")
 
@@ -77,14 +77,7 @@ def _cmd_edge(args: argparse.Namespace) -> int:
     from edge.agent import EdgeAgent
 
     agent = EdgeAgent(cfg)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        log.info("signal %d: stopping", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals()
     agent.start()
     next_heartbeat = time.monotonic() + min(5.0, cfg.heartbeat_s)
     next_expire = time.monotonic() + EXPIRE_EVERY_S

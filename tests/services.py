@@ -67,10 +67,19 @@ def mariadb_database() -> Iterator[str]:
 _spawned: list[subprocess.Popen[bytes]] = []
 
 
-def spawn(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+def spawn(
+    cmd: list[str], env: dict[str, str], new_session: bool = False
+) -> subprocess.Popen[bytes]:
     """Start a service process for a test; conftest kills it after the test if it is
-    still running, so a failing test never leaves an agent or consumer behind."""
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    still running, so a failing test never leaves an agent or consumer behind.
+    ``new_session``: its own process group, as a terminal's foreground job has."""
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=new_session,
+    )
     _spawned.append(proc)
     return proc
 

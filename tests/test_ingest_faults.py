@@ -30,6 +30,7 @@ from tests.services import (
     MARIADB_HOST,
     MARIADB_PORT,
     MARIADB_USER,
+    MQTT_PORT,
     PrivateBroker,
     mariadb_database,
     spawn,
@@ -224,7 +225,7 @@ def test_killed_writer_process_is_replaced_and_loses_nothing(tmp_path: Path) -> 
 
 # -- consumer killed with SIGKILL ---------------------------------------------------------
 def _ingest_process(
-    url: str, port: int, site: str, group: str, clips: Path
+    url: str, port: int, site: str, group: str, clips: Path, new_session: bool = False
 ) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
@@ -237,7 +238,7 @@ def _ingest_process(
         "EARWITNESS_INGEST__SESSION_EXPIRY_S": "300",
         "EARWITNESS_CLIPS__URL": str(clips),
     }
-    return spawn([sys.executable, "-m", "shared.cli", "ingest"], env)
+    return spawn([sys.executable, "-m", "shared.cli", "ingest"], env, new_session)
 
 
 def _wait_until_consuming(pub: Publisher, dev: Dev, engine: Any, proc: Any) -> None:
@@ -345,5 +346,46 @@ def test_two_consumers_share_the_load_without_duplicates(tmp_path: Path) -> None
             late.close()
         assert a > 0 and b > 0
         assert distinct_seqs(engine) == 1000
+        pub.close()
+        engine.dispose()
+
+
+def test_ctrl_c_to_the_process_group_stops_cleanly(tmp_path: Path) -> None:
+    """Ctrl-C reaches every process of a terminal's foreground job, the writer processes
+    too. They must leave stopping to the consumer: no batch cut off, no restart, exit 0,
+    and what was not acknowledged comes back to the next consumer."""
+    with mariadb_database() as url:
+        engine = make_engine(url)
+        upgrade(engine)
+        site, group = unique("s"), unique("g")
+        dev = Dev(site, "dev1")
+        proc = _ingest_process(url, MQTT_PORT, site, group, tmp_path / "c", new_session=True)
+        pub = Publisher()
+        pub.watch_acks(site)
+        _wait_until_consuming(pub, dev, engine, proc)
+        n = 3000
+        for start in range(1, n, 500):
+            pub.publish_many(
+                [
+                    (dev.topic(Kind.INFERENCE), wire(dev.inference(s)))
+                    for s in range(start, min(n, start + 500))
+                ]
+            )
+            if start == 1001:
+                os.killpg(proc.pid, signal.SIGINT)
+        code = proc.wait(20)
+        stderr = proc.stderr.read().decode() if proc.stderr else ""
+        assert code == 0, stderr[-3000:]
+        assert "writer process exited" not in stderr and "Traceback" not in stderr, stderr
+        again = _ingest_process(url, MQTT_PORT, site, group, tmp_path / "c")
+        pub.publish(dev.topic(Kind.INFERENCE), wire(dev.inference(n)))  # for the new one
+        wait_for(
+            lambda: pub.ack_seq(f"earwitness/v1/{site}/dev1/ack") == n,
+            timeout=60,
+            what="every message stored after the restart",
+        )
+        again.send_signal(signal.SIGTERM)
+        assert again.wait(20) == 0
+        assert count(engine) == n + 1 and distinct_seqs(engine) == n + 1
         pub.close()
         engine.dispose()

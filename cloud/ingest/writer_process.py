@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing as mp
+import signal
 from dataclasses import dataclass
 from datetime import datetime
 from multiprocessing.connection import Connection
@@ -40,6 +41,11 @@ class WriterProcessError(Exception):
 
 
 def _child_main(conn: Connection, cfg: ChildConfig) -> None:
+    # The parent decides when this process ends (it sends None, or its end of the pipe
+    # closes when it dies). Ctrl-C in a terminal, or a SIGTERM to the whole process
+    # group, must not end a batch half-written while the parent waits for it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from cloud.clipstore import open_store
     from cloud.db.engine import make_engine
 
@@ -134,6 +140,6 @@ class ProcessWriter:
                 self._conn.send(None)
         if self._proc is not None:
             self._proc.join(timeout_s)
-            if self._proc.is_alive():
-                self._proc.terminate()
+            if self._proc.is_alive():  # stuck in a write: it ignores SIGTERM, by design
+                self._proc.kill()
                 self._proc.join(timeout_s)
