@@ -80,7 +80,6 @@ class IngestService:
         self.writer = BatchWriter(engine, self.cfg.max_retries)
         self.limits = Limits(settings.clips.max_bytes, self.cfg.dead_letter_payload_bytes)
         self.store = store
-        self.db_retries = 0  # batch retries after transient database errors, so far
         child = ChildConfig(
             settings.resolved_database_url(),
             store.url,  # the children open the store this service was given
@@ -166,6 +165,11 @@ class IngestService:
         self.mqtt.stop()
         if self._health:
             self._health.stop()
+
+    @property
+    def db_retries(self) -> int:
+        """Batch retries after transient database (or clip store) errors, so far."""
+        return int(self.metrics.total("db_retries_total"))
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         connected = self.mqtt.connected.is_set()
@@ -286,7 +290,6 @@ class IngestService:
                 result = store()
             except Exception as exc:  # database down: hold the batch, never drop it
                 self._db_ok = False
-                self.db_retries += 1
                 self.metrics.inc("db_retries_total")
                 log.error(
                     "batch not stored, will retry in %.1fs: %s",
@@ -314,7 +317,6 @@ class IngestService:
         m.inc("batches_total")
         m.inc("batch_seconds_sum", elapsed)
         # Summed per batch: with several writer processes each counts only its own.
-        self.db_retries += result.db_retries
         m.inc("db_retries_total", result.db_retries)
         self._latencies.append(elapsed)
         ordered = sorted(self._latencies)
