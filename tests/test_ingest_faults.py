@@ -17,7 +17,7 @@ import pymysql
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 
 from cloud.db.engine import make_engine
 from cloud.db.migrate import upgrade
@@ -38,6 +38,10 @@ from tests.services import (
 )
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.mariadb]
+
+# The conftest's migrated database and its engine, on MariaDB only: these faults need
+# MariaDB (KILL, several writers at once).
+ON_MARIADB = pytest.mark.parametrize("db_url", ["mariadb"], indirect=True)
 
 
 def count(engine, model=Inference) -> int:  # type: ignore[no-untyped-def]
@@ -144,83 +148,81 @@ def _kill_connections(database: str, stop: threading.Event, killed: list[int]) -
 
 
 @pytest.mark.parametrize("writers", [2, 0], ids=["writer-processes", "one-process"])
-def test_killed_database_connections_lose_nothing(tmp_path: Path, writers: int) -> None:
-    with mariadb_database() as url:
-        engine = make_engine(url)
-        upgrade(engine)
-        site = unique("s")
-        dev = Dev(site, "dev1")
-        pub = Publisher()
-        pub.watch_acks(site)
-        n = 0
-        stop, killed = threading.Event(), []  # type: ignore[var-annotated]
-        settings = ingest_settings(url, site, batch_size=200, writer_processes=writers)
-        with running_ingest(settings, tmp_path / "c") as svc:
-            killer = threading.Thread(
-                target=_kill_connections, args=(url.rsplit("/", 1)[1], stop, killed)
+@ON_MARIADB
+def test_killed_database_connections_lose_nothing(
+    db_url: str, engine: Engine, tmp_path: Path, writers: int
+) -> None:
+    site = unique("s")
+    dev = Dev(site, "dev1")
+    pub = Publisher()
+    pub.watch_acks(site)
+    n = 0
+    stop, killed = threading.Event(), []  # type: ignore[var-annotated]
+    settings = ingest_settings(db_url, site, batch_size=200, writer_processes=writers)
+    with running_ingest(settings, tmp_path / "c") as svc:
+        killer = threading.Thread(
+            target=_kill_connections, args=(db_url.rsplit("/", 1)[1], stop, killed)
+        )
+        killer.start()
+        # A KILL between batches is healed by pool_pre_ping without a retry; keep the
+        # stream going until a kill has landed inside a batch (on a fast machine
+        # batches are short), at least 3,000 messages and at most 60 s.
+        deadline = time.monotonic() + 60
+        while n < 3000 or (svc.db_retries == 0 and time.monotonic() < deadline):
+            pub.publish_many(
+                [(dev.topic(Kind.INFERENCE), wire(dev.inference(s))) for s in range(n, n + 300)]
             )
-            killer.start()
-            # A KILL between batches is healed by pool_pre_ping without a retry; keep the
-            # stream going until a kill has landed inside a batch (on a fast machine
-            # batches are short), at least 3,000 messages and at most 60 s.
-            deadline = time.monotonic() + 60
-            while n < 3000 or (svc.db_retries == 0 and time.monotonic() < deadline):
-                pub.publish_many(
-                    [(dev.topic(Kind.INFERENCE), wire(dev.inference(s))) for s in range(n, n + 300)]
-                )
-                n += 300
-                time.sleep(0.1)
-            time.sleep(0.5)
-            stop.set()
-            killer.join()
-            wait_for(
-                lambda: pub.ack_seq(f"earwitness/v1/{site}/dev1/ack") == n - 1,
-                timeout=60,
-                what="every message acknowledged",
-            )
-            retries = svc.db_retries
-        assert killed, "the test must actually kill connections"
-        assert retries > 0, "the writer must have retried at least one batch"
-        assert count(engine) == n and distinct_seqs(engine) == n
-        pub.close()
-        engine.dispose()
+            n += 300
+            time.sleep(0.1)
+        time.sleep(0.5)
+        stop.set()
+        killer.join()
+        wait_for(
+            lambda: pub.ack_seq(f"earwitness/v1/{site}/dev1/ack") == n - 1,
+            timeout=60,
+            what="every message acknowledged",
+        )
+        retries = svc.db_retries
+    assert killed, "the test must actually kill connections"
+    assert retries > 0, "the writer must have retried at least one batch"
+    assert count(engine) == n and distinct_seqs(engine) == n
+    pub.close()
 
 
-def test_killed_writer_process_is_replaced_and_loses_nothing(tmp_path: Path) -> None:
+@ON_MARIADB
+def test_killed_writer_process_is_replaced_and_loses_nothing(
+    db_url: str, engine: Engine, tmp_path: Path
+) -> None:
     """SIGKILL the child that validates and writes, twice, mid-stream: the parent holds
     every unacknowledged batch, starts a new child and stores it again."""
-    with mariadb_database() as url:
-        engine = make_engine(url)
-        upgrade(engine)
-        site = unique("s")
-        dev = Dev(site, "dev1")
-        pub = Publisher()
-        pub.watch_acks(site)
-        n = 3000
-        with running_ingest(ingest_settings(url, site, batch_size=100), tmp_path / "c") as svc:
-            killed = []
-            for start in range(0, n, 300):
-                pub.publish_many(
-                    [
-                        (dev.topic(Kind.INFERENCE), wire(dev.inference(s)))
-                        for s in range(start, min(n, start + 300))
-                    ]
-                )
-                if start in (600, 1800):
-                    child = svc._children[start // 1200]._proc  # the first, then the second
-                    os.kill(child.pid, signal.SIGKILL)
-                    killed.append(child.pid)
-                time.sleep(0.1)
-            wait_for(
-                lambda: pub.ack_seq(f"earwitness/v1/{site}/dev1/ack") == n - 1,
-                timeout=60,
-                what="every message acknowledged",
+    site = unique("s")
+    dev = Dev(site, "dev1")
+    pub = Publisher()
+    pub.watch_acks(site)
+    n = 3000
+    with running_ingest(ingest_settings(db_url, site, batch_size=100), tmp_path / "c") as svc:
+        killed = []
+        for start in range(0, n, 300):
+            pub.publish_many(
+                [
+                    (dev.topic(Kind.INFERENCE), wire(dev.inference(s)))
+                    for s in range(start, min(n, start + 300))
+                ]
             )
-            assert not {c._proc.pid for c in svc._children} & set(killed)  # new children
-        assert len(killed) == 2
-        assert count(engine) == n and distinct_seqs(engine) == n
-        pub.close()
-        engine.dispose()
+            if start in (600, 1800):
+                child = svc._children[start // 1200]._proc  # the first, then the second
+                os.kill(child.pid, signal.SIGKILL)
+                killed.append(child.pid)
+            time.sleep(0.1)
+        wait_for(
+            lambda: pub.ack_seq(f"earwitness/v1/{site}/dev1/ack") == n - 1,
+            timeout=60,
+            what="every message acknowledged",
+        )
+        assert not {c._proc.pid for c in svc._children} & set(killed)  # new children
+    assert len(killed) == 2
+    assert count(engine) == n and distinct_seqs(engine) == n
+    pub.close()
 
 
 # -- consumer killed with SIGKILL ---------------------------------------------------------
@@ -252,140 +254,131 @@ def _wait_until_consuming(pub: Publisher, dev: Dev, engine: Any, proc: Any) -> N
         time.sleep(0.5)
 
 
-def test_sigkilled_consumer_loses_nothing(tmp_path: Path) -> None:
+@ON_MARIADB
+def test_sigkilled_consumer_loses_nothing(db_url: str, engine: Engine, tmp_path: Path) -> None:
     broker = PrivateBroker()
     broker.start()
     try:
-        with mariadb_database() as url:
-            engine = make_engine(url)
-            upgrade(engine)
-            site, group = unique("s"), unique("g")
-            dev = Dev(site, "dev1")
-            proc = _ingest_process(url, broker.port, site, group, tmp_path / "c")
-            pub = Publisher(port=broker.port)
-            pub.watch_acks(site)
-            _wait_until_consuming(pub, dev, engine, proc)
-            n = 4000
-            sender_done = threading.Event()
+        site, group = unique("s"), unique("g")
+        dev = Dev(site, "dev1")
+        proc = _ingest_process(db_url, broker.port, site, group, tmp_path / "c")
+        pub = Publisher(port=broker.port)
+        pub.watch_acks(site)
+        _wait_until_consuming(pub, dev, engine, proc)
+        n = 4000
+        sender_done = threading.Event()
 
-            def send() -> None:
-                for start in range(1, n, 100):
-                    pub.publish_many(
-                        [
-                            (dev.topic(Kind.INFERENCE), wire(dev.inference(s)))
-                            for s in range(start, min(n, start + 100))
-                        ]
-                    )
-                    time.sleep(0.05)
-                sender_done.set()
+        def send() -> None:
+            for start in range(1, n, 100):
+                pub.publish_many(
+                    [
+                        (dev.topic(Kind.INFERENCE), wire(dev.inference(s)))
+                        for s in range(start, min(n, start + 100))
+                    ]
+                )
+                time.sleep(0.05)
+            sender_done.set()
 
-            sender = threading.Thread(target=send)
-            sender.start()
-            wait_for(lambda: count(engine) > 300, what="stream under way")
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
-            stored_at_kill = count(engine)
-            time.sleep(1.0)  # messages keep arriving at the broker while nobody consumes
-            proc = _ingest_process(url, broker.port, site, group, tmp_path / "c")
-            sender.join(60)
-            assert sender_done.is_set()
-            wait_for(
-                lambda: pub.ack_seq(f"earwitness/v1/{site}/dev1/ack") == n - 1,
-                timeout=90,
-                what="all acknowledged after restart",
-            )
-            assert stored_at_kill < n
-            assert count(engine) == n and distinct_seqs(engine) == n
-            proc.terminate()
-            proc.wait(10)
-            pub.close()
-            engine.dispose()
+        sender = threading.Thread(target=send)
+        sender.start()
+        wait_for(lambda: count(engine) > 300, what="stream under way")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        stored_at_kill = count(engine)
+        time.sleep(1.0)  # messages keep arriving at the broker while nobody consumes
+        proc = _ingest_process(db_url, broker.port, site, group, tmp_path / "c")
+        sender.join(60)
+        assert sender_done.is_set()
+        wait_for(
+            lambda: pub.ack_seq(f"earwitness/v1/{site}/dev1/ack") == n - 1,
+            timeout=90,
+            what="all acknowledged after restart",
+        )
+        assert stored_at_kill < n
+        assert count(engine) == n and distinct_seqs(engine) == n
+        proc.terminate()
+        proc.wait(10)
+        pub.close()
     finally:
         broker.cleanup()
 
 
 # -- two consumers on one shared subscription -----------------------------------------------
-def test_two_consumers_share_the_load_without_duplicates(tmp_path: Path) -> None:
-    with mariadb_database() as url:
-        engine = make_engine(url)
-        upgrade(engine)
-        site = unique("s")
-        devices = [Dev(site, f"dev{i}") for i in range(4)]
-        base = ingest_settings(url, site)
-        second: Any = base.model_copy(
-            update={"ingest": base.ingest.model_copy(update={"client_id": unique("ingest-")})}
+@ON_MARIADB
+def test_two_consumers_share_the_load_without_duplicates(
+    db_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    site = unique("s")
+    devices = [Dev(site, f"dev{i}") for i in range(4)]
+    base = ingest_settings(db_url, site)
+    second: Any = base.model_copy(
+        update={"ingest": base.ingest.model_copy(update={"client_id": unique("ingest-")})}
+    )
+    pub = Publisher()
+    with (
+        running_ingest(base, tmp_path / "a") as one,
+        running_ingest(second, tmp_path / "b") as two,
+    ):
+        pub.publish_many(
+            [(d.topic(Kind.INFERENCE), wire(d.inference(s))) for s in range(1000) for d in devices]
         )
-        pub = Publisher()
-        with (
-            running_ingest(base, tmp_path / "a") as one,
-            running_ingest(second, tmp_path / "b") as two,
-        ):
-            pub.publish_many(
-                [
-                    (d.topic(Kind.INFERENCE), wire(d.inference(s)))
-                    for s in range(1000)
-                    for d in devices
-                ]
-            )
-            wait_for(lambda: count(engine) == 4000, timeout=60, what="4000 rows")
-            got = lambda svc: svc.metrics.get("messages_total", kind="inference")  # noqa: E731
-            wait_for(lambda: got(one) + got(two) == 4000, what="both consumers' counters")
-            a, b = got(one), got(two)
-            # Each device's messages were split between the consumers, which publish
-            # acks independently; the retained ack a reconnecting device gets must be
-            # the last seq, not whichever consumer's publish arrived last.
-            late = Publisher()
-            late.watch_acks(site)
-            wait_for(
-                lambda: all(
-                    late.ack_seq(f"earwitness/v1/{site}/{d.device}/ack") == 999 for d in devices
-                ),
-                timeout=10,
-                what="retained acks at seq 999",
-            )
-            late.close()
-        assert a > 0 and b > 0
-        assert distinct_seqs(engine) == 1000
-        pub.close()
-        engine.dispose()
+        wait_for(lambda: count(engine) == 4000, timeout=60, what="4000 rows")
+        got = lambda svc: svc.metrics.get("messages_total", kind="inference")  # noqa: E731
+        wait_for(lambda: got(one) + got(two) == 4000, what="both consumers' counters")
+        a, b = got(one), got(two)
+        # Each device's messages were split between the consumers, which publish
+        # acks independently; the retained ack a reconnecting device gets must be
+        # the last seq, not whichever consumer's publish arrived last.
+        late = Publisher()
+        late.watch_acks(site)
+        wait_for(
+            lambda: all(
+                late.ack_seq(f"earwitness/v1/{site}/{d.device}/ack") == 999 for d in devices
+            ),
+            timeout=10,
+            what="retained acks at seq 999",
+        )
+        late.close()
+    assert a > 0 and b > 0
+    assert distinct_seqs(engine) == 1000
+    pub.close()
 
 
-def test_ctrl_c_to_the_process_group_stops_cleanly(tmp_path: Path) -> None:
+@ON_MARIADB
+def test_ctrl_c_to_the_process_group_stops_cleanly(
+    db_url: str, engine: Engine, tmp_path: Path
+) -> None:
     """Ctrl-C reaches every process of a terminal's foreground job, the writer processes
     too. They must leave stopping to the consumer: no batch cut off, no restart, exit 0,
     and what was not acknowledged comes back to the next consumer."""
-    with mariadb_database() as url:
-        engine = make_engine(url)
-        upgrade(engine)
-        site, group = unique("s"), unique("g")
-        dev = Dev(site, "dev1")
-        proc = _ingest_process(url, MQTT_PORT, site, group, tmp_path / "c", new_session=True)
-        pub = Publisher()
-        pub.watch_acks(site)
-        _wait_until_consuming(pub, dev, engine, proc)
-        n = 3000
-        for start in range(1, n, 500):
-            pub.publish_many(
-                [
-                    (dev.topic(Kind.INFERENCE), wire(dev.inference(s)))
-                    for s in range(start, min(n, start + 500))
-                ]
-            )
-            if start == 1001:
-                os.killpg(proc.pid, signal.SIGINT)
-        code = proc.wait(20)
-        stderr = proc.stderr.read().decode() if proc.stderr else ""
-        assert code == 0, stderr[-3000:]
-        assert "writer process exited" not in stderr and "Traceback" not in stderr, stderr
-        again = _ingest_process(url, MQTT_PORT, site, group, tmp_path / "c")
-        pub.publish(dev.topic(Kind.INFERENCE), wire(dev.inference(n)))  # for the new one
-        wait_for(
-            lambda: pub.ack_seq(f"earwitness/v1/{site}/dev1/ack") == n,
-            timeout=60,
-            what="every message stored after the restart",
+    site, group = unique("s"), unique("g")
+    dev = Dev(site, "dev1")
+    proc = _ingest_process(db_url, MQTT_PORT, site, group, tmp_path / "c", new_session=True)
+    pub = Publisher()
+    pub.watch_acks(site)
+    _wait_until_consuming(pub, dev, engine, proc)
+    n = 3000
+    for start in range(1, n, 500):
+        pub.publish_many(
+            [
+                (dev.topic(Kind.INFERENCE), wire(dev.inference(s)))
+                for s in range(start, min(n, start + 500))
+            ]
         )
-        again.send_signal(signal.SIGTERM)
-        assert again.wait(20) == 0
-        assert count(engine) == n + 1 and distinct_seqs(engine) == n + 1
-        pub.close()
-        engine.dispose()
+        if start == 1001:
+            os.killpg(proc.pid, signal.SIGINT)
+    code = proc.wait(20)
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    assert code == 0, stderr[-3000:]
+    assert "writer process exited" not in stderr and "Traceback" not in stderr, stderr
+    again = _ingest_process(db_url, MQTT_PORT, site, group, tmp_path / "c")
+    pub.publish(dev.topic(Kind.INFERENCE), wire(dev.inference(n)))  # for the new one
+    wait_for(
+        lambda: pub.ack_seq(f"earwitness/v1/{site}/dev1/ack") == n,
+        timeout=60,
+        what="every message stored after the restart",
+    )
+    again.send_signal(signal.SIGTERM)
+    assert again.wait(20) == 0
+    assert count(engine) == n + 1 and distinct_seqs(engine) == n + 1
+    pub.close()
