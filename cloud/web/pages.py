@@ -143,9 +143,11 @@ def map_page(
 ) -> HTMLResponse:
     web = state.settings.web
     f = _filters(state, start, end, label, group, device, min_score)
-    devs = queries.devices(state.engine)
     if device:
-        devs = [d for d in devs if d.id == device]
+        one = queries.device_by_id(state.engine, device)
+        devs = [one] if one is not None else []
+    else:
+        devs = queries.devices(state.engine)
     located = [d for d in devs if d.lat is not None and d.lon is not None]
     spots = queries.detection_spots(
         state.engine, f, web.detection_min_score, web.map_detections_limit
