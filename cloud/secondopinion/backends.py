@@ -27,6 +27,28 @@ class Opinion:
     groups: dict[str, float]
 
 
+def opinion_from_scores(
+    backend: str,
+    model_id: str,
+    scores: npt.NDArray[np.floating],
+    class_map: ClassMap,
+    groups: LabelGroups,
+) -> Opinion:
+    """The top label and the label groups of a clip's AudioSet scores, as every backend
+    reports them."""
+    best = int(np.argmax(scores))
+    as32 = scores.astype(np.float32, copy=False)
+    return Opinion(
+        backend,
+        model_id,
+        class_map[best].name,
+        best,
+        float(scores[best]),
+        as32,
+        groups.scores(as32),
+    )
+
+
 class Backend(Protocol):
     name: str
 
@@ -53,15 +75,8 @@ class YamnetReference:
 
     def score(self, wave: Waveform) -> Opinion:
         scores = np.mean([w.scores for w in self.model.classify(wave)], axis=0)
-        best = int(np.argmax(scores))
-        return Opinion(
-            self.name,
-            self.model.model_id,
-            self.class_map[best].name,
-            best,
-            float(scores[best]),
-            scores.astype(np.float32),
-            self.groups.scores(scores.astype(np.float32)),
+        return opinion_from_scores(
+            self.name, self.model.model_id, scores, self.class_map, self.groups
         )
 
 

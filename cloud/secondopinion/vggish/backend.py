@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cloud.secondopinion.backends import Opinion, UnavailableBackend
+from cloud.secondopinion.backends import Opinion, UnavailableBackend, opinion_from_scores
 from cloud.secondopinion.vggish import params
 from cloud.secondopinion.vggish.runtime import Head, VggishEmbedder
 from shared.audio import Waveform
@@ -49,13 +49,4 @@ class VGGish:
         head_scores = self.head.scores(self.embedder.features(wave)).mean(axis=0)
         scores = np.zeros(len(self.class_map), dtype=np.float32)
         scores[self.indices] = head_scores
-        best = int(np.argmax(scores))
-        return Opinion(
-            self.name,
-            self.model_id,
-            self.class_map[best].name,
-            best,
-            float(scores[best]),
-            scores,
-            self.groups.scores(scores),
-        )
+        return opinion_from_scores(self.name, self.model_id, scores, self.class_map, self.groups)
