@@ -18,10 +18,10 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import ESC50, MODELS, machine
-from shared import audio
-from shared.classify import classify_file, iter_decoded
-from shared.labels import ClassMap
-from shared.runner import YamnetModel
+from earwitness.shared import audio
+from earwitness.shared.classify import classify_file, iter_decoded
+from earwitness.shared.labels import ClassMap
+from earwitness.shared.runner import YamnetModel
 
 
 def main() -> None:
@@ -66,7 +66,7 @@ def main() -> None:
             [
                 sys.executable,
                 "-m",
-                "shared.cli",
+                "earwitness",
                 "classify",
                 str(ESC50),
                 "--json",

@@ -39,7 +39,7 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def edge_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "shared.cli", "edge", "--health-port", "0", *args]
+    return [sys.executable, "-m", "earwitness", "edge", "--health-port", "0", *args]
 
 
 def live(seconds: float) -> None:
@@ -47,13 +47,13 @@ def live(seconds: float) -> None:
     site = f"bench{uuid.uuid4().hex[:6]}"
     db = f"sqlite:///{tmp / 'cloud.db'}"
     subprocess.run(
-        [sys.executable, "-m", "shared.cli", "db", "upgrade", "--database-url", db],
+        [sys.executable, "-m", "earwitness", "db", "upgrade", "--database-url", db],
         check=True,
         capture_output=True,
         env=ENV,
     )
     ingest = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "ingest", "--database-url", db],
+        [sys.executable, "-m", "earwitness", "ingest", "--database-url", db],
         env={
             **ENV,
             "EARWITNESS_INGEST__SITES": f'["{site}"]',
@@ -97,10 +97,11 @@ def live(seconds: float) -> None:
 
 
 def drain(n: int) -> None:
-    from edge.outbox import Outbox
-    from edge.publisher import Publisher
-    from shared.config import MqttSettings
-    from shared.messages import StatusMessage
+    from earwitness.edge.outbox import Outbox
+    from earwitness.edge.publisher import Publisher
+    from earwitness.shared.config import MqttSettings
+    from earwitness.shared.messages import StatusMessage
+    from earwitness.shared.topics import Kind
     from tests.factories import Device, wire
 
     tmp = Path(tempfile.mkdtemp())
@@ -112,7 +113,7 @@ def drain(n: int) -> None:
     for i in range(n):
         box.append(
             "inference",
-            dev.topic(__import__("shared.topics").topics.Kind.INFERENCE),
+            dev.topic(Kind.INFERENCE),
             lambda seq, i=i: template[i % 1000],
         )
     fill = time.perf_counter() - t

@@ -10,7 +10,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import machine
-from shared.frontend import PATCH_HOP_SAMPLES, StreamingFrontend
+from earwitness.shared.frontend import PATCH_HOP_SAMPLES, StreamingFrontend
 
 SECONDS = 600  # ten minutes of audio
 

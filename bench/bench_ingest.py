@@ -36,10 +36,10 @@ import pymysql
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench._common import machine, percentile
-from cloud.db.engine import make_engine
-from cloud.db.migrate import upgrade
-from cloud.ingest.rows import inference_row
-from shared.topics import Kind
+from earwitness.cloud.db.engine import make_engine
+from earwitness.cloud.db.migrate import upgrade
+from earwitness.cloud.ingest.rows import inference_row
+from earwitness.shared.topics import Kind
 from tests.factories import Device, wire
 from tests.services import PrivateBroker
 
@@ -159,7 +159,7 @@ def start_ingest(
     if WRITERS is not None:
         env["EARWITNESS_INGEST__WRITER_PROCESSES"] = str(WRITERS)
     return subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "ingest"],
+        [sys.executable, "-m", "earwitness", "ingest"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

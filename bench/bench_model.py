@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import MODELS, machine, percentile
-from shared.runner import YamnetModel
+from earwitness.shared.runner import YamnetModel
 
 N = 2000
 

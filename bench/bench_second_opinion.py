@@ -19,15 +19,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pymysql
 
 from bench._common import ESC50, MODELS, machine
-from cloud.clipstore import FileClipStore
-from cloud.db.engine import make_engine
-from cloud.db.migrate import upgrade
-from cloud.ingest.writer import BatchWriter, Limits, RawMessage, prepare
-from cloud.secondopinion import queue
-from cloud.secondopinion.backends import YamnetReference
-from cloud.secondopinion.worker import Worker
-from shared import audio
-from shared.topics import Kind
+from earwitness.cloud.clipstore import FileClipStore
+from earwitness.cloud.db.engine import make_engine, transaction
+from earwitness.cloud.db.migrate import upgrade
+from earwitness.cloud.db.repo import clips as clip_queue
+from earwitness.cloud.ingest.store import BatchStore
+from earwitness.cloud.ingest.validate import Limits, RawMessage, prepare
+from earwitness.cloud.secondopinion.backends import YamnetReference
+from earwitness.cloud.secondopinion.worker import Worker
+from earwitness.shared import audio
+from earwitness.shared.topics import Kind
 from tests.factories import Device, wire
 
 CLIPS = 200
@@ -38,8 +39,8 @@ def generated_vggish_dir() -> Path:
     import numpy as np
     import onnx
 
-    from cloud.secondopinion.vggish import graph
-    from cloud.secondopinion.vggish.convert import convert
+    from earwitness.cloud.secondopinion.vggish import graph
+    from earwitness.cloud.secondopinion.vggish.convert import convert
     from tests.test_vggish import generated_weights
 
     work = Path(tempfile.mkdtemp())
@@ -76,7 +77,7 @@ def main() -> None:
     files = sorted(ESC50.glob("*.flac"))[:CLIPS]
     waves = [audio.load(f) for f in files]
     if args.vggish:
-        from cloud.secondopinion.vggish.backend import VGGish
+        from earwitness.cloud.secondopinion.vggish.backend import VGGish
 
         vdir = generated_vggish_dir() if args.vggish == "generated" else Path(args.vggish)
         time_backend(VGGish(vdir, threads=1), waves[:50])
@@ -106,7 +107,7 @@ def main() -> None:
             RawMessage(dev.topic(Kind.CLIP), wire(dev.clip(i, flac=f)), datetime.now(UTC))
             for i, f in enumerate(flac)
         ]
-        BatchWriter(engine).write(prepare(batch, FileClipStore(store_dir), Limits(2**19, 4096)))
+        BatchStore(engine).store(prepare(batch, FileClipStore(store_dir), Limits(2**19, 4096)))
 
         class Instant:
             """Stands in for the model, so only the queue's cost is timed."""
@@ -123,7 +124,8 @@ def main() -> None:
         done = 0
         while True:
             t = time.perf_counter()
-            clips = queue.claim(engine, "bench", 60, 8)  # as the worker claims
+            with transaction(engine) as session:  # as the worker claims
+                clips = clip_queue.claim(session, "bench", 60, 8)
             claim_s += time.perf_counter() - t
             if not clips:
                 break

@@ -22,11 +22,11 @@ import httpx
 import pymysql
 
 from bench._common import machine, percentile
-from cloud.clipstore import FileClipStore
-from cloud.db.engine import make_engine
-from cloud.db.migrate import upgrade
-from cloud.settings import CloudSettings
-from cloud.web.app import create_app
+from earwitness.cloud.clipstore import FileClipStore
+from earwitness.cloud.db.engine import make_engine
+from earwitness.cloud.db.migrate import upgrade
+from earwitness.cloud.settings import CloudSettings
+from earwitness.cloud.web.app import create_app
 from tests.browser import browser, serve
 
 GROUPS = ["alarm", "distress", "animal", "speech"]

@@ -1,4 +1,6 @@
-"""Cloud subcommands: ingest, db. Heavy imports happen inside the handlers."""
+"""Cloud subcommands: ingest, db, web, tokens, second opinion, reports.
+
+Heavy imports happen inside the handlers."""
 
 from __future__ import annotations
 
@@ -8,13 +10,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shared.lifecycle import stop_on_signals
+from earwitness.shared.lifecycle import stop_on_signals
 
 log = logging.getLogger("earwitness.cloud")
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    from cloud.settings import load_settings
+    from earwitness.cloud.settings import load_settings
 
     settings = load_settings(args.config)
     updates: dict[str, Any] = {}
@@ -26,7 +28,7 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _engine(settings: Any) -> Any:
-    from cloud.db.engine import make_engine
+    from earwitness.cloud.db.engine import make_engine
 
     return make_engine(settings.resolved_database_url())
 
@@ -34,8 +36,8 @@ def _engine(settings: Any) -> Any:
 def _migrated_engine(settings: Any) -> Any:
     """Services never migrate at start-up (`earwitness db upgrade` is the prestart step);
     they refuse to run on an outdated schema."""
-    from cloud.db.migrate import is_current
-    from shared.errors import ConfigError
+    from earwitness.cloud.db.migrate import is_current
+    from earwitness.shared.errors import ConfigError
 
     engine = _engine(settings)
     if not is_current(engine):
@@ -46,8 +48,8 @@ def _migrated_engine(settings: Any) -> Any:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
-    from cloud.clipstore import open_store
-    from cloud.ingest.consumer import IngestService
+    from earwitness.cloud.clipstore import open_store
+    from earwitness.cloud.ingest.consumer import IngestService
 
     settings = _settings(args)
     if args.validate_config:
@@ -55,17 +57,14 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         return 0
     engine = _migrated_engine(settings)
     store = open_store(settings.clips.url, settings.clips.s3_endpoint)
-    service = IngestService(settings, engine, store)
     stop = stop_on_signals()
-    service.start()
-    while not stop.wait(1.0):
-        pass
-    service.stop()
+    with IngestService(settings, engine, store):
+        stop.wait()
     return 0
 
 
 def _cmd_db(args: argparse.Namespace) -> int:
-    from cloud.db import migrate
+    from earwitness.cloud.db import migrate
 
     settings = _settings(args)
     engine = _engine(settings)
@@ -78,8 +77,8 @@ def _cmd_db(args: argparse.Namespace) -> int:
     elif args.action == "current":
         print(f"current {migrate.current(engine)}, head {migrate.head()}")
     elif args.action == "prune":
-        from cloud.clipstore import open_store
-        from cloud.prune import parse_age, prune
+        from earwitness.cloud.clipstore import open_store
+        from earwitness.cloud.prune import parse_age, prune
 
         try:
             age = parse_age(args.older_than)
@@ -99,11 +98,10 @@ def _cmd_db(args: argparse.Namespace) -> int:
 
 
 def _cmd_web(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from cloud.clipstore import open_store
-    from cloud.web.app import create_app
-    from shared.errors import ConfigError
+    from earwitness.cloud.clipstore import open_store
+    from earwitness.cloud.web.app import create_app
+    from earwitness.cloud.web.server import WebService
+    from earwitness.shared.errors import ConfigError
 
     settings = _settings(args)
     if args.no_auth:
@@ -119,13 +117,15 @@ def _cmd_web(args: argparse.Namespace) -> int:
     app = create_app(settings, engine, open_store(settings.clips.url, settings.clips.s3_endpoint))
     host = args.host or settings.web.host
     port = args.port or settings.web.port
-    print(f"Earwitness web on http://{host}:{port}/ (API docs at /docs)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    stop = stop_on_signals()
+    with WebService(app, host, port) as web:
+        print(f"Earwitness web on {web.url} (API docs at /docs)", flush=True)
+        stop.wait()
     return 0
 
 
 def _cmd_tokens(args: argparse.Namespace) -> int:
-    from cloud.web import auth
+    from earwitness.cloud.web import auth
 
     engine = _engine(_settings(args))
     if args.action == "create":
@@ -141,9 +141,9 @@ def _cmd_tokens(args: argparse.Namespace) -> int:
 
 
 def _cmd_second_opinion(args: argparse.Namespace) -> int:
-    from cloud.clipstore import open_store
-    from cloud.secondopinion.backends import BACKENDS, UnavailableBackend
-    from cloud.secondopinion.worker import Worker
+    from earwitness.cloud.clipstore import open_store
+    from earwitness.cloud.secondopinion.backends import BACKENDS, UnavailableBackend
+    from earwitness.cloud.secondopinion.worker import SecondOpinionService, Worker
 
     settings = _settings(args)
     backends = []
@@ -172,14 +172,16 @@ def _cmd_second_opinion(args: argparse.Namespace) -> int:
             pass
         print(f"processed {worker.processed}, failed {worker.failed}")
         return 0
-    worker.run(stop_on_signals())
+    stop = stop_on_signals()
+    with SecondOpinionService(worker):
+        stop.wait()
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     import json
 
-    from cloud.trust import trust_figures
+    from earwitness.cloud.trust import trust_figures
 
     figures = trust_figures(_engine(_settings(args)), args.by, args.backend)
     if args.json:
@@ -194,12 +196,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from cloud.demo import run
-
-    return run(args)
-
-
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=None, help="YAML settings file")
     p.add_argument("--database-url", default=None, help="SQLAlchemy URL (overrides settings)")
@@ -211,25 +207,6 @@ def register(sub: Any) -> None:
     p.add_argument("--validate-config", action="store_true", help="check settings and exit")
     p.set_defaults(handler=_cmd_ingest)
 
-    p = sub.add_parser(
-        "demo", help="everything on this machine: broker, SQLite, ingest, web, simulated devices"
-    )
-    p.add_argument("--devices", type=int, default=4, help="simulated devices (1-6)")
-    p.add_argument("--seed", type=int, default=0, help="soundscape seed")
-    p.add_argument("--port", type=int, default=8000, help="web port")
-    p.add_argument("--broker-port", type=int, default=None, help="default: a free port")
-    p.add_argument("--broker", choices=["auto", "mosquitto", "amqtt"], default="auto")
-    p.add_argument(
-        "--audio",
-        type=Path,
-        default=None,
-        help="replay this directory on every device instead of the soundscape",
-    )
-    p.add_argument("--model-dir", type=Path, default=None)
-    p.add_argument("--data-dir", type=Path, default=None, help="default: $TMPDIR/earwitness-demo")
-    p.add_argument("--seconds", type=float, default=0, help="stop after this long (0: Ctrl-C)")
-    p.set_defaults(handler=_cmd_demo)
-
     p = sub.add_parser("second-opinion", help="re-score stored clips with another model")
     _common(p)
     p.add_argument("--backends", default="yamnet-reference", help="comma-separated")
@@ -239,7 +216,7 @@ def register(sub: Any) -> None:
     p.add_argument("--once", action="store_true", help="drain the queue and exit")
     p.set_defaults(handler=_cmd_second_opinion)
 
-    from cloud.secondopinion.vggish.cli import register as register_vggish
+    from earwitness.cloud.secondopinion.vggish.cli import register as register_vggish
 
     register_vggish(sub)
 

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Protocol
 
-from shared.errors import EarwitnessError
+from earwitness.shared.errors import EarwitnessError
 
 _KEY_RE = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{64}\.flac$")
 

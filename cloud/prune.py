@@ -6,10 +6,11 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine
 
-from cloud.clipstore import ClipStore
-from cloud.db.models import Base, Clip, DeadLetter, Event, Heartbeat, Inference, SecondOpinion
+from earwitness.cloud.clipstore import ClipStore
+from earwitness.cloud.db.engine import transaction
+from earwitness.cloud.db.repo import retention
 
 _DURATION = re.compile(r"^(\d+)([dhm])$")
 
@@ -25,30 +26,6 @@ def parse_age(text: str) -> timedelta:
     ]
 
 
-TARGETS: list[tuple[type[Base], str]] = [
-    (Inference, "window_start"),
-    (Event, "started_at"),
-    (Heartbeat, "ts"),
-    (DeadLetter, "received_at"),
-]
-
-
-def _prune_table(
-    engine: Engine, model: type[Base], column: str, cutoff: datetime, batch: int
-) -> int:
-    col = getattr(model, column)
-    pk = model.id  # type: ignore[attr-defined]
-    total = 0
-    while True:
-        with engine.begin() as conn:
-            ids = conn.execute(select(pk).where(col < cutoff).order_by(col).limit(batch)).scalars()
-            ids_list = list(ids)
-            if not ids_list:
-                return total
-            conn.execute(delete(model).where(pk.in_(ids_list)))
-        total += len(ids_list)
-
-
 def prune(
     engine: Engine,
     older_than: timedelta,
@@ -58,30 +35,28 @@ def prune(
 ) -> dict[str, int]:
     cutoff = datetime.now(UTC) - older_than
     counts: dict[str, int] = {}
-    for model, column in TARGETS:
-        counts[model.__tablename__] = _prune_table(engine, model, column, cutoff, batch)
+    for model, column in retention.TIMED:
+        total = 0
+        while True:
+            with transaction(engine) as session:
+                deleted = retention.delete_batch(session, model, column, cutoff, batch)
+            if not deleted:
+                break
+            total += deleted
+        counts[model.__tablename__] = total
         if progress:
-            progress(model.__tablename__, counts[model.__tablename__])
+            progress(model.__tablename__, total)
     # Clips: their second opinions first, then the audio once no row references it.
     removed = 0
     while True:
-        with engine.begin() as conn:
-            old = conn.execute(
-                select(Clip.id, Clip.storage_key).where(Clip.started_at < cutoff).limit(batch)
-            ).all()
-            if not old:
-                break
-            ids = [row.id for row in old]
-            conn.execute(delete(SecondOpinion).where(SecondOpinion.clip_id.in_(ids)))
-            conn.execute(delete(Clip).where(Clip.id.in_(ids)))
-            keys = {row.storage_key for row in old}
-            still_used = set(
-                conn.execute(select(Clip.storage_key).where(Clip.storage_key.in_(keys))).scalars()
-            )
+        with transaction(engine) as session:
+            deleted, unused_keys = retention.delete_clip_batch(session, cutoff, batch)
+        if not deleted:
+            break
         if store is not None:
-            for key in keys - still_used:
+            for key in unused_keys:
                 store.delete(key)
-        removed += len(ids)
+        removed += deleted
     counts["clips"] = removed
     if progress:
         progress("clips", removed)

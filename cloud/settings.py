@@ -6,10 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from shared.config import FileAndEnvSettings, MqttSettings, StrictModel, load_settings_file
+from earwitness.shared.config import (
+    FileAndEnvSettings,
+    MqttSettings,
+    StrictModel,
+    load_settings_file,
+)
+from earwitness.shared.messages import MAX_CLIP_AUDIO_BYTES
 
 DEFAULT_SQLITE_URL = "sqlite:///var/earwitness.db"
 
@@ -61,7 +67,12 @@ class ClipStoreSettings(StrictModel):
         description="a directory (filesystem store) or s3://bucket/prefix (S3-compatible)",
     )
     s3_endpoint: str | None = Field(None, description="endpoint URL for MinIO / other S3 services")
-    max_bytes: int = Field(512 * 1024, ge=1024, description="largest clip accepted")
+    max_bytes: int = Field(
+        MAX_CLIP_AUDIO_BYTES,
+        ge=1024,
+        le=MAX_CLIP_AUDIO_BYTES,
+        description="largest clip accepted (the message schema's limit at most)",
+    )
 
 
 class WebSettings(StrictModel):
@@ -98,7 +109,6 @@ class CloudSettings(FileAndEnvSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     clips: ClipStoreSettings = Field(default_factory=ClipStoreSettings)
     web: WebSettings = Field(default_factory=WebSettings)
-    api_secret: SecretStr | None = Field(None, description="reserved for signed web sessions")
 
     @model_validator(mode="after")
     def _production_has_secrets(self) -> CloudSettings:

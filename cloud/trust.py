@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, Integer, func, select
+from sqlalchemy import Engine
 
-from cloud.db.models import Inference, Review, SecondOpinion
+from earwitness.cloud.db.engine import transaction
+from earwitness.cloud.db.repo import opinions
+from earwitness.cloud.db.repo.opinions import By
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -44,29 +46,18 @@ class Trust:
         }
 
 
-def trust_figures(engine: Engine, by: str = "label", backend: str | None = None) -> list[Trust]:
+def trust_figures(engine: Engine, by: By = "label", backend: str | None = None) -> list[Trust]:
     """Agreement of the edge's top-1 with the second opinion, per edge label or device,
     next to the human reviews of the same label or device."""
-    key_col = SecondOpinion.edge_label if by == "label" else SecondOpinion.device_id
-    query = select(key_col, func.count(), func.sum(func.cast(SecondOpinion.top1_agree, Integer)))
-    if backend:
-        query = query.where(SecondOpinion.backend == backend)
-    query = query.group_by(key_col)
-    review_key = Inference.label if by == "label" else Inference.device_id
-    reviews = (
-        select(review_key, func.count(), func.sum(func.cast(Review.correct, Integer)))
-        .join(Inference, Inference.id == Review.inference_id)
-        .group_by(review_key)
-    )
-    with engine.connect() as conn:
-        rows = conn.execute(query).all()
-        reviewed = {k: (int(n), int(c or 0)) for k, n, c in conn.execute(reviews).all()}
+    with transaction(engine) as session:
+        by_key = {a.key: a for a in opinions.agreement(session, by, backend)}
+        reviewed = {a.key: a for a in opinions.review_agreement(session, by)}
     out = []
-    keys = {k for k, _n, _a in rows} | set(reviewed)
-    by_key = {k: (int(n), int(a or 0)) for k, n, a in rows}
-    for key in sorted(keys):
-        n, agree = by_key.get(key, (0, 0))
+    for key in sorted(set(by_key) | set(reviewed)):
+        second = by_key.get(key)
+        n, agree = (second.n, second.agree) if second else (0, 0)
         low, high = wilson(agree, n)
-        r_n, r_ok = reviewed.get(key, (0, 0))
+        people = reviewed.get(key)
+        r_n, r_ok = (people.n, people.agree) if people else (0, 0)
         out.append(Trust(key, n, agree, agree / n if n else 0.0, low, high, r_n, r_ok))
     return out

@@ -20,21 +20,21 @@ from typing import Any
 
 import numpy as np
 
-from edge.capture import AudioRing, CaptureBuffer
-from edge.clips import ClipSampler, PendingClips, ReadyClip, SpeechTrack
-from edge.config import EdgeConfig, RuntimeSettings, parse_runtime
-from edge.events import EventDetector, EventUpdate
-from edge.levels import RunningLeq, dbfs
-from edge.outbox import Outbox
-from edge.privacy import PrivacyFilter
-from edge.publisher import Publisher
-from edge.sources import AudioSource, open_source
-from shared import __version__, topics
-from shared.audio import SAMPLE_RATE
-from shared.errors import ConfigError
-from shared.frontend import PATCH_SAMPLES, PATCH_SECONDS, StreamingFrontend
-from shared.labels import ClassMap, LabelGroups
-from shared.messages import (
+from earwitness.edge.capture import AudioRing, CaptureBuffer
+from earwitness.edge.clips import ClipSampler, PendingClips, ReadyClip, SpeechTrack
+from earwitness.edge.config import EdgeSettings, RuntimeSettings, parse_runtime
+from earwitness.edge.events import EventDetector, EventUpdate
+from earwitness.edge.levels import RunningLeq, dbfs
+from earwitness.edge.outbox import Outbox
+from earwitness.edge.privacy import PrivacyFilter
+from earwitness.edge.publisher import Publisher
+from earwitness.edge.sources import AudioSource, open_source
+from earwitness.shared import __version__, topics
+from earwitness.shared.audio import SAMPLE_RATE
+from earwitness.shared.errors import ConfigError
+from earwitness.shared.frontend import PATCH_SAMPLES, PATCH_SECONDS, StreamingFrontend
+from earwitness.shared.labels import ClassMap, LabelGroups
+from earwitness.shared.messages import (
     ClipMessage,
     EventMessage,
     HeartbeatMessage,
@@ -45,14 +45,18 @@ from shared.messages import (
     encode,
     message_id,
 )
-from shared.metrics import HealthServer, Registry
-from shared.models import CLASS_MAP, locate
-from shared.runner import WindowResult, YamnetModel
+from earwitness.shared.metrics import HealthServer, Registry
+from earwitness.shared.model_registry import CLASS_MAP, locate
+from earwitness.shared.runner import WindowResult, YamnetModel
+from earwitness.shared.service import Health, Service
 
 log = logging.getLogger(__name__)
 
 RING_SECONDS = 30.0  # audio kept for clips: pre-roll + window + post-roll + inference lag
 STALL_S = 15.0  # no window for this long while capture runs: unhealthy
+FIRST_HEARTBEAT_S = 5.0  # the cloud sees a new device's counters this soon after start
+OUTBOX_EXPIRY_EVERY_S = 60.0  # max_age_s is hours or days: a minute late is nothing
+TICK_S = 0.2  # how often the periodic work looks at the clock
 
 
 def cpu_temperature() -> float | None:
@@ -75,8 +79,10 @@ class _Runtime:
         self.privacy = PrivacyFilter(settings.privacy)
 
 
-class EdgeAgent:
-    def __init__(self, cfg: EdgeConfig, source: AudioSource | None = None) -> None:
+class EdgeAgent(Service):
+    """The device agent. It owns its periodic work: heartbeats and outbox expiry."""
+
+    def __init__(self, cfg: EdgeSettings, source: AudioSource | None = None) -> None:
         self.cfg = cfg
         model_dir = cfg.model.dir
         self.model = YamnetModel.load(
@@ -129,6 +135,9 @@ class EdgeAgent:
         self._inference = threading.Thread(
             target=self._inference_loop, name="inference", daemon=True
         )
+        self._ticks = threading.Thread(target=self._tick_loop, name="ticks", daemon=True)
+        # Set once the heartbeat with a finished source's final counters is in the outbox.
+        self.final_heartbeat = threading.Event()
         self._health: HealthServer | None = None
         if cfg.health.port:
             self._health = HealthServer(cfg.health.host, cfg.health.port, self.metrics, self.health)
@@ -139,6 +148,7 @@ class EdgeAgent:
         self._capture.start()
         self._inference.start()
         self.publisher.start()
+        self._ticks.start()
         if self._health:
             self._health.start()
         log.info(
@@ -150,14 +160,16 @@ class EdgeAgent:
             self.outbox.epoch,
         )
 
-    def stop(self, flush_s: float = 2.0) -> None:
-        """Stop capture, finish the windows in hand, flush the outbox briefly, disconnect.
-        Bounded so SIGTERM leads to exit within 5 s."""
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop capture, finish the windows in hand, flush the outbox for up to ``timeout``
+        seconds, disconnect. Bounded so SIGTERM leads to exit within 5 s."""
         self._stop.set()
+        if self._ticks.is_alive():
+            self._ticks.join(1.0)
         self.buffer.close()
         self._capture.join(1.0)
         self._inference.join(1.5)
-        self.publisher.stop(flush_s)
+        self.publisher.stop(timeout)
         if self._health:
             self._health.stop()
         self.outbox.close()
@@ -416,6 +428,7 @@ class EdgeAgent:
             "outbox_min_seq": stats.min_seq,
             "clips_sent": self._pending.sent,
             "clips_blocked_privacy": privacy.blocked,
+            "clips_too_large": self._pending.too_large,
             "events_sent": self.events_sent,
             "mqtt_connected": self.publisher.connected,
         }
@@ -440,6 +453,7 @@ class EdgeAgent:
                     outbox_min_seq=c["outbox_min_seq"],
                     clips_sent=c["clips_sent"],
                     clips_blocked_privacy=c["clips_blocked_privacy"],
+                    clips_too_large=c["clips_too_large"],
                     leq_dbfs=round(self.leq.value, 2),
                     cpu_temp_c=temp,
                     location=self.location,
@@ -483,6 +497,7 @@ class EdgeAgent:
             ("outbox_bytes", "bytes in the outbox"),
             ("outbox_dropped", "messages dropped because the outbox was full or too old"),
             ("clips_blocked_privacy", "clips withheld because they contained speech"),
+            ("clips_too_large", "clips withheld because they encoded above clips.max_bytes"),
             ("mqtt_connected", "1 while connected to the broker"),
         ):
             m.describe(name, "gauge", help_text)
@@ -492,14 +507,39 @@ class EdgeAgent:
     def _counter_reader(self, name: str) -> Callable[[], float]:
         return lambda: float(self.counters()[name])
 
-    def health(self) -> tuple[bool, dict[str, Any]]:
+    def _tick_loop(self) -> None:
+        """Heartbeats every ``heartbeat_s`` (the first soon after start, one more when a
+        finite source has been processed) and outbox expiry every minute."""
+        hb = self.cfg.heartbeat_s
+        now = time.monotonic()
+        next_heartbeat = now + min(FIRST_HEARTBEAT_S, hb)
+        next_expiry = now + OUTBOX_EXPIRY_EVERY_S
+        final_sent = False
+        while not self._stop.wait(TICK_S):
+            now = time.monotonic()
+            if self.finished and not final_sent:
+                final_sent = True
+                next_heartbeat = now  # the final counters, once the source is done
+            if now >= next_heartbeat:
+                self.send_heartbeat()
+                next_heartbeat = now + hb
+                if final_sent:
+                    self.final_heartbeat.set()
+            if now >= next_expiry:
+                self.outbox.drop_expired()
+                next_expiry = now + OUTBOX_EXPIRY_EVERY_S
+
+    def health(self) -> Health:
         stalled = not self.capture_done.is_set() and time.monotonic() - self._last_window > STALL_S
         ok = (self.capture_error is None and not stalled and self._inference.is_alive()) or (
             self.finished and self.capture_error is None
         )
-        return ok, {
-            **self.counters(),
-            "capture_error": self.capture_error,
-            "stalled": stalled,
-            "config_error": self.config_error,
-        }
+        return Health(
+            ok,
+            {
+                **self.counters(),
+                "capture_error": self.capture_error,
+                "stalled": stalled,
+                "config_error": self.config_error,
+            },
+        )

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.audio import Waveform
-from shared.frontend import PATCH_HOP_SAMPLES
+from earwitness.shared.audio import Waveform
+from earwitness.shared.frontend import PATCH_HOP_SAMPLES
 
 
 @dataclass(frozen=True)

@@ -8,17 +8,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shared.lifecycle import stop_on_signals
+from earwitness.shared.lifecycle import stop_on_signals
 
 log = logging.getLogger("earwitness.edge")
 
-EXPIRE_EVERY_S = 60.0
-
 
 def _config(args: argparse.Namespace) -> Any:
-    from edge.config import load_edge_config
+    from earwitness.edge.config import load_edge_settings
 
-    cfg = load_edge_config(args.config)
+    cfg = load_edge_settings(args.config)
     updates: dict[str, Any] = {}
     if args.source is not None:
         src = cfg.source.model_dump()
@@ -52,15 +50,15 @@ def _config(args: argparse.Namespace) -> Any:
         updates["mqtt"] = mqtt
     if args.health_port is not None:
         updates["health"] = {**cfg.health.model_dump(), "port": args.health_port}
-    from edge.config import EdgeConfig
-    from shared.config import format_errors
+    from earwitness.edge.config import EdgeSettings
+    from earwitness.shared.config import format_errors
 
     try:
-        return EdgeConfig(**{**cfg.model_dump(), **updates})
+        return EdgeSettings(**{**cfg.model_dump(), **updates})
     except Exception as exc:
         from pydantic import ValidationError
 
-        from shared.errors import ConfigError
+        from earwitness.shared.errors import ConfigError
 
         if isinstance(exc, ValidationError):
             raise ConfigError(format_errors(exc, "command line")) from exc
@@ -74,26 +72,17 @@ def _cmd_edge(args: argparse.Namespace) -> int:
             f"configuration OK: device {cfg.device.site}/{cfg.device.id}, source {cfg.source.kind}"
         )
         return 0
-    from edge.agent import EdgeAgent
+    from earwitness.edge.agent import EdgeAgent
 
     agent = EdgeAgent(cfg)
     stop = stop_on_signals()
-    agent.start()
-    next_heartbeat = time.monotonic() + min(5.0, cfg.heartbeat_s)
-    next_expire = time.monotonic() + EXPIRE_EVERY_S
+    agent.start()  # heartbeats and outbox expiry are the agent's own work
     finished_at: float | None = None
     while not stop.wait(0.2):
-        now = time.monotonic()
-        if now >= next_heartbeat:
-            agent.send_heartbeat()
-            next_heartbeat = now + cfg.heartbeat_s
-        if now >= next_expire:
-            agent.outbox.expire()
-            next_expire = now + EXPIRE_EVERY_S
-        if agent.finished and args.exit_when_done:
+        if agent.final_heartbeat.is_set() and args.exit_when_done:
+            now = time.monotonic()
             if finished_at is None:
                 finished_at = now
-                agent.send_heartbeat()
             if agent.drained() or now - finished_at > args.drain_timeout:
                 break
     drained = agent.drained()

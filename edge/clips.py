@@ -6,17 +6,18 @@ the clip has been scored, so the privacy decision sees the whole clip.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from edge.capture import AudioRing
-from edge.config import ClipSettings
-from edge.privacy import PrivacyFilter
-from shared import audio
-from shared.audio import SAMPLE_RATE
+from earwitness.edge.capture import AudioRing
+from earwitness.edge.config import ClipSettings
+from earwitness.edge.privacy import PrivacyFilter
+from earwitness.shared import audio
+from earwitness.shared.audio import SAMPLE_RATE
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class ReadyClip:
     flac: bytes
     start: int
     samples: int
+
+
+log = logging.getLogger(__name__)
 
 
 class ClipSampler:
@@ -98,7 +102,7 @@ class PendingClips:
         self.settings = settings
         self.privacy = privacy
         self._pending: deque[ClipRequest] = deque()
-        self.too_large = 0
+        self.too_large = 0  # encoded clips above clips.max_bytes: reported, never sent
         self.sent = 0
 
     def add(self, request: ClipRequest) -> None:
@@ -122,6 +126,11 @@ class PendingClips:
             flac = audio.encode_flac(samples)
             if len(flac) > self.settings.max_bytes:
                 self.too_large += 1
+                log.warning(
+                    "clip of %d bytes withheld: above clips.max_bytes (%d)",
+                    len(flac),
+                    self.settings.max_bytes,
+                )
                 continue
             self.sent += 1
             ready.append(ReadyClip(req, flac, max(req.start, ring.start), samples.size))

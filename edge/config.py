@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from shared.config import (
+from earwitness.shared.config import (
     FileAndEnvSettings,
     MqttSettings,
     StrictModel,
@@ -20,9 +20,9 @@ from shared.config import (
     load_settings_file,
     load_yaml,
 )
-from shared.errors import ConfigError
-from shared.messages import Latitude, Longitude
-from shared.topics import ID_PATTERN
+from earwitness.shared.errors import ConfigError
+from earwitness.shared.messages import MAX_CLIP_AUDIO_BYTES, Latitude, Longitude
+from earwitness.shared.topics import ID_PATTERN
 
 
 class DeviceSettings(StrictModel):
@@ -120,7 +120,7 @@ class ClipSettings(StrictModel):
     low_confidence_max_per_hour: int = Field(30, ge=0)
     pre_roll_s: float = Field(1.0, ge=0, le=10)
     post_roll_s: float = Field(1.0, ge=0, le=10)
-    max_bytes: int = Field(256 * 1024, ge=4096, le=512 * 1024)
+    max_bytes: int = Field(256 * 1024, ge=4096, le=MAX_CLIP_AUDIO_BYTES)
 
 
 class PrivacySettings(StrictModel):
@@ -153,7 +153,7 @@ class HealthSettings(StrictModel):
     port: int = Field(9101, ge=0, le=65535, description="/healthz and /metrics (0: off)")
 
 
-class EdgeConfig(FileAndEnvSettings):
+class EdgeSettings(FileAndEnvSettings):
     model_config = SettingsConfigDict(
         env_prefix="EARWITNESS_EDGE_", env_nested_delimiter="__", extra="forbid"
     )
@@ -171,11 +171,11 @@ class EdgeConfig(FileAndEnvSettings):
     )
 
 
-def load_edge_config(path: Path | None) -> EdgeConfig:
-    return apply_directory(load_settings_file(EdgeConfig, path))
+def load_edge_settings(path: Path | None) -> EdgeSettings:
+    return apply_directory(load_settings_file(EdgeSettings, path))
 
 
-def apply_directory(cfg: EdgeConfig) -> EdgeConfig:
+def apply_directory(cfg: EdgeSettings) -> EdgeSettings:
     """Fill site, name and location from the fleet directory (keyed by device id)."""
     directory = cfg.device.directory
     if directory is None:

@@ -14,9 +14,9 @@ from datetime import datetime, timedelta
 import numpy as np
 import numpy.typing as npt
 
-from edge.config import DetectionSettings, Trigger
-from shared.errors import ConfigError
-from shared.labels import ClassMap, LabelGroups
+from earwitness.edge.config import DetectionSettings, Trigger
+from earwitness.shared.errors import ConfigError
+from earwitness.shared.labels import ClassMap, LabelGroups
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from collections import deque
 
 import numpy as np
 
-from shared.audio import Waveform
+from earwitness.shared.audio import Waveform
 
 FLOOR_DBFS = -120.0  # digital silence has no level; report a floor instead of -inf
 

@@ -157,8 +157,8 @@ class Outbox:
         if seq > int(self._meta("deleted_upto") or -1):
             self._set_meta("deleted_upto", seq)
 
-    def expire(self) -> int:
-        """Drop rows older than max_age_s; returns how many."""
+    def drop_expired(self) -> int:
+        """Drop rows older than max_age_s (counted as dropped); returns how many."""
         cutoff = time.time() - self.max_age_s
         with self._lock:
             seqs = [
@@ -183,7 +183,7 @@ class Outbox:
         with self._lock:
             return [Row(*r) for r in self._db.execute(query, params)]
 
-    def expired(self, ack_timeout_s: float, limit: int) -> list[Row]:
+    def overdue(self, limit: int, ack_timeout_s: float) -> list[Row]:
         """Rows sent longer than ``ack_timeout_s`` ago and still not acknowledged."""
         return self._rows_where("sent IS NOT NULL AND sent < ?", ack_timeout_s, limit)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edge.config import PrivacySettings
+from earwitness.edge.config import PrivacySettings
 
 
 @dataclass

@@ -16,16 +16,14 @@ from collections.abc import Callable
 
 import paho.mqtt.client as paho
 
-from edge.outbox import Outbox, Row
-from shared import topics
-from shared.config import MqttSettings
-from shared.messages import AckMessage, StatusMessage, encode
-from shared.mqtt import MqttConnection, Will
+from earwitness.edge.outbox import Outbox, Row
+from earwitness.shared import topics
+from earwitness.shared.config import MqttSettings
+from earwitness.shared.messages import AckMessage, StatusMessage, encode
+from earwitness.shared.mqtt import MqttConnection, Will
 
 log = logging.getLogger(__name__)
 
-LIVE_WINDOW_S = 3.0
-"""Messages younger than this count as live and skip the backlog rate limit."""
 BATCH = 500
 
 
@@ -153,7 +151,7 @@ class Publisher:
                 busy = busy or backlog_after < backlog_upto
             if now >= next_expiry_check:
                 next_expiry_check = now + min(1.0, self.ack_timeout_s / 4)
-                overdue = self.outbox.expired(self.ack_timeout_s, BATCH)
+                overdue = self.outbox.overdue(BATCH, self.ack_timeout_s)
                 if overdue:
                     self._send(overdue)
                     busy = True

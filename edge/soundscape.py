@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from shared import audio, synth
-from shared.audio import SAMPLE_RATE, Waveform
+from earwitness.shared import audio, synth
+from earwitness.shared.audio import SAMPLE_RATE, Waveform
 
 SPEECH_LINES = [
     "The delivery is at the back door.",

@@ -19,10 +19,10 @@ from typing import IO, Any, Protocol
 import numpy as np
 import soxr
 
-from edge.config import SourceSettings
-from shared import audio
-from shared.audio import SAMPLE_RATE, Waveform
-from shared.errors import AudioError, ConfigError
+from earwitness.edge.config import SourceSettings
+from earwitness.shared import audio
+from earwitness.shared.audio import SAMPLE_RATE, Waveform
+from earwitness.shared.errors import AudioError, ConfigError
 
 log = logging.getLogger(__name__)
 

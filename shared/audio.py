@@ -9,7 +9,7 @@ import numpy.typing as npt
 import soundfile as sf
 import soxr
 
-from shared.errors import AudioError
+from earwitness.shared.errors import AudioError
 
 SAMPLE_RATE = 16_000
 """YAMNet (and VGGish) were trained on 16 kHz mono audio."""

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from shared import audio
-from shared.errors import EarwitnessError
-from shared.labels import ClassMap
-from shared.runner import YamnetModel
+from earwitness.shared import audio
+from earwitness.shared.errors import EarwitnessError
+from earwitness.shared.labels import ClassMap
+from earwitness.shared.runner import YamnetModel
 
 
 @dataclass(frozen=True)

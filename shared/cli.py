@@ -1,23 +1,14 @@
-"""The ``earwitness`` command: one subcommand per service or tool."""
+"""Subcommands built on shared/ alone: classify, eval, models, synth."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from shared import __version__
-from shared.errors import EarwitnessError
-
-Handler = Callable[[argparse.Namespace], int]
-
-EXIT_OK = 0
-EXIT_FAILED = 1  # some input failed; the rest was processed
-EXIT_USAGE = 2  # bad arguments or configuration: nothing was done
+from earwitness.shared.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, EarwitnessError
 
 
 def _model_dir_arg(parser: argparse.ArgumentParser) -> None:
@@ -32,11 +23,11 @@ def _model_dir_arg(parser: argparse.ArgumentParser) -> None:
 def _cmd_classify(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from shared import audio, synth
-    from shared.classify import FileResult, classify_waveform, iter_decoded
-    from shared.labels import ClassMap
-    from shared.models import CLASS_MAP, get_spec, locate
-    from shared.runner import YamnetModel
+    from earwitness.shared import audio, synth
+    from earwitness.shared.classify import FileResult, classify_waveform, iter_decoded
+    from earwitness.shared.labels import ClassMap
+    from earwitness.shared.model_registry import CLASS_MAP, get_spec, locate
+    from earwitness.shared.runner import YamnetModel
 
     model = YamnetModel.load(args.model, args.model_dir, threads=args.threads, embeddings=False)
     class_map = ClassMap.load(locate(CLASS_MAP, args.model_dir))
@@ -88,11 +79,11 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from shared import audio
-    from shared.evaluate import evaluate, load_mapping, read_meta
-    from shared.labels import ClassMap
-    from shared.models import CLASS_MAP, locate
-    from shared.runner import YamnetModel
+    from earwitness.shared import audio
+    from earwitness.shared.evaluate import evaluate, load_mapping, read_meta
+    from earwitness.shared.labels import ClassMap
+    from earwitness.shared.model_registry import CLASS_MAP, locate
+    from earwitness.shared.runner import YamnetModel
 
     model = YamnetModel.load(args.model, args.model_dir, threads=args.threads, embeddings=False)
     class_map = ClassMap.load(locate(CLASS_MAP, args.model_dir))
@@ -128,7 +119,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from shared import models
+    from earwitness.shared import model_registry as models
 
     directory = args.model_dir or models.model_dir()
     if args.action == "list":
@@ -156,22 +147,16 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _cmd_synth(args: argparse.Namespace) -> int:
     import soundfile as sf
 
-    from shared import synth
-    from shared.audio import SAMPLE_RATE
+    from earwitness.shared import synth
+    from earwitness.shared.audio import SAMPLE_RATE
 
     sf.write(args.output, synth.make(args.kind, args.seconds), SAMPLE_RATE)
     print(f"wrote {args.output}")
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="earwitness", description="Edge-to-cloud acoustic monitoring with YAMNet."
-    )
-    parser.add_argument("--version", action="version", version=f"earwitness {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def register(sub: Any) -> None:
+    """The tools every layer shares: classify, eval, models, synth."""
     p = sub.add_parser("classify", help="classify audio files or directories")
     p.add_argument("paths", nargs="*", help="audio files or directories (searched recursively)")
     p.add_argument(
@@ -224,43 +209,3 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True)
     p.add_argument("--seconds", type=float, default=5.0)
     p.set_defaults(handler=_cmd_synth)
-
-    for register in _service_registrars():
-        register(sub)
-    return parser
-
-
-def _service_registrars() -> list[Callable[[Any], None]]:
-    """Subcommands owned by edge/ and cloud/; their modules import nothing heavy at load."""
-    registrars = []
-    for module_name in ("edge.cli", "cloud.cli"):
-        try:
-            module = __import__(module_name, fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        registrars.append(module.register)
-    return registrars
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
-    handler: Handler = args.handler
-    try:
-        return handler(args)
-    except EarwitnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

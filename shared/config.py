@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
-from shared.errors import ConfigError
+from earwitness.shared.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
 S = TypeVar("S", bound="FileAndEnvSettings")

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+# Exit codes every subcommand uses, so scripts and systemd can tell the cases apart.
+EXIT_OK = 0
+EXIT_FAILED = 1  # some input failed or work was left undone; the rest was processed
+EXIT_USAGE = 2  # bad arguments or configuration: nothing was done
+
 
 class EarwitnessError(Exception):
     """Base class: an error a user can act on, with a message that says what and where."""

@@ -14,15 +14,15 @@ import numpy as np
 import numpy.typing as npt
 import yaml
 
-from shared.errors import ConfigError, EarwitnessError
-from shared.labels import ClassMap
+from earwitness.shared.errors import ConfigError, EarwitnessError
+from earwitness.shared.labels import ClassMap
 
 MAPPING_FILE = "esc50_audioset.yaml"
 
 
 def load_mapping(class_map: ClassMap, path: Path | None = None) -> dict[str, list[int]]:
     if path is None:
-        text = resources.files("shared.data").joinpath(MAPPING_FILE).read_text()
+        text = resources.files("earwitness.shared.data").joinpath(MAPPING_FILE).read_text()
         source = f"shared/data/{MAPPING_FILE}"
     else:
         text, source = path.read_text(encoding="utf-8"), str(path)

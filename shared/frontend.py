@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.fft
 
-from shared.audio import SAMPLE_RATE, Waveform
+from earwitness.shared.audio import SAMPLE_RATE, Waveform
 
 STFT_WINDOW = 400  # 25 ms at 16 kHz
 STFT_HOP = 160  # 10 ms
@@ -30,7 +30,6 @@ PATCH_SAMPLES = (PATCH_FRAMES - 1) * STFT_HOP + STFT_WINDOW  # 15600 = 0.975 s
 PATCH_HOP_SAMPLES = PATCH_HOP_FRAMES * STFT_HOP  # 7680 = 0.48 s
 GROUP_SAMPLES = (PATCH_HOP_FRAMES - 1) * STFT_HOP + STFT_WINDOW  # samples for 48 frames
 PATCH_SECONDS = PATCH_FRAMES * STFT_HOP / SAMPLE_RATE  # 0.96
-HOP_SECONDS = PATCH_HOP_SAMPLES / SAMPLE_RATE  # 0.48
 
 FloatArray = npt.NDArray[np.float32]
 

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import csv
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import yaml
 
-from shared.errors import ConfigError, ModelError
+from earwitness.shared.errors import ConfigError, ModelError
 
 NUM_CLASSES = 521
+OTHER_GROUP_COLOR = "#9467bd"  # a window in no group, or a group without a colour
+_HEX_COLOR = re.compile(r"#[0-9a-fA-F]{6}")
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,7 @@ class LabelGroup:
     name: str
     description: str
     indices: tuple[int, ...]
+    color: str = OTHER_GROUP_COLOR
 
 
 class ClassMap:
@@ -74,6 +80,49 @@ class ClassMap:
 
 DEFAULT_GROUPS_FILE = "label_groups.yaml"
 
+GROUP_FLOOR = 0.2
+"""A window belongs to a label group only when the group scores at least this much. Below
+it the "top group" of a quiet window is noise: ingest stores NULL, the second opinion
+names no group."""
+
+
+def top_group(
+    group_scores: Mapping[str, float], floor: float = GROUP_FLOOR
+) -> tuple[str, float] | None:
+    """The window's group: the highest-scoring label group, if it reaches ``floor``."""
+    if not group_scores:
+        return None
+    name = max(group_scores, key=lambda g: group_scores[g])
+    score = group_scores[name]
+    return (name, score) if score >= floor else None
+
+
+def _read_groups_file(path: Path | None) -> tuple[str, dict[str, Any]]:
+    """(source name for errors, the file's ``groups:`` mapping)."""
+    if path is None:
+        text = resources.files("earwitness.shared.data").joinpath(DEFAULT_GROUPS_FILE).read_text()
+        source = f"shared/data/{DEFAULT_GROUPS_FILE}"
+    else:
+        source = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read label groups ({exc})") from exc
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict) or not isinstance(data.get("groups"), dict):
+        raise ConfigError(f"{source}: expected a top-level 'groups:' mapping")
+    for name, spec in data["groups"].items():
+        color = spec.get("color", OTHER_GROUP_COLOR) if isinstance(spec, dict) else None
+        if not isinstance(color, str) or not _HEX_COLOR.fullmatch(color):
+            raise ConfigError(f"{source}: group '{name}' color must be like \"#1f77b4\"")
+    return source, data["groups"]
+
+
+def group_colors(path: Path | None = None) -> dict[str, str]:
+    """Each group's map colour, read from the groups file alone (no class map needed)."""
+    _source, groups = _read_groups_file(path)
+    return {str(name): str(spec.get("color", OTHER_GROUP_COLOR)) for name, spec in groups.items()}
+
 
 class LabelGroups:
     """Groups defined in YAML data, resolved against a class map at load time."""
@@ -88,20 +137,9 @@ class LabelGroups:
 
     @classmethod
     def load(cls, class_map: ClassMap, path: Path | None = None) -> LabelGroups:
-        if path is None:
-            text = resources.files("shared.data").joinpath(DEFAULT_GROUPS_FILE).read_text()
-            source = f"shared/data/{DEFAULT_GROUPS_FILE}"
-        else:
-            source = str(path)
-            try:
-                text = path.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise ConfigError(f"{source}: cannot read label groups ({exc})") from exc
-        data = yaml.safe_load(text)
-        if not isinstance(data, dict) or not isinstance(data.get("groups"), dict):
-            raise ConfigError(f"{source}: expected a top-level 'groups:' mapping")
+        source, specs = _read_groups_file(path)
         groups: dict[str, LabelGroup] = {}
-        for name, spec in data["groups"].items():
+        for name, spec in specs.items():
             if not isinstance(spec, dict) or not isinstance(spec.get("classes"), list):
                 raise ConfigError(f"{source}: group '{name}' needs a 'classes:' list")
             indices = []
@@ -114,7 +152,10 @@ class LabelGroups:
                     )
                 indices.append(cls_.index)
             groups[str(name)] = LabelGroup(
-                str(name), str(spec.get("description", "")), tuple(sorted(set(indices)))
+                str(name),
+                str(spec.get("description", "")),
+                tuple(sorted(set(indices))),
+                str(spec.get("color", OTHER_GROUP_COLOR)),
             )
         return cls(groups)
 
@@ -129,6 +170,3 @@ class LabelGroups:
         """Group score = max member score, for one window's 521 scores."""
         masked = np.where(self._mask, scores[None, :], -np.inf)
         return {n: float(v) for n, v in zip(self._names, masked.max(axis=1), strict=True)}
-
-    def groups_of(self, index: int) -> list[str]:
-        return [n for n, g in self.groups.items() if index in g.indices]

@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from shared.topics import ID_PATTERN, Kind, Topic, TopicError, parse
+from earwitness.shared.topics import ID_PATTERN, Kind, Topic, TopicError, parse
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -44,10 +44,6 @@ Score = Annotated[float, Field(ge=0.0, le=1.0)]
 Latitude = Annotated[float, Field(ge=-90.0, le=90.0)]
 Longitude = Annotated[float, Field(ge=-180.0, le=180.0)]
 Name = Annotated[str, Field(min_length=1, max_length=128)]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def message_id(device: str, epoch: str, seq: int) -> str:
@@ -183,6 +179,9 @@ class HeartbeatMessage(_Sequenced):
     )
     clips_sent: int = Field(ge=0)
     clips_blocked_privacy: int = Field(ge=0, description="clips withheld because of speech")
+    clips_too_large: int = Field(
+        0, ge=0, description="clips withheld because they encoded above clips.max_bytes"
+    )
     leq_dbfs: float | None = Field(None, ge=-200, le=10)
     cpu_temp_c: float | None = Field(None, ge=-60, le=150)
     location: Location | None = None
@@ -213,7 +212,6 @@ UplinkMessage = Annotated[
     InferenceMessage | EventMessage | ClipMessage | HeartbeatMessage | StatusMessage,
     Field(discriminator="kind"),
 ]
-SequencedMessage = InferenceMessage | EventMessage | ClipMessage | HeartbeatMessage
 _uplink: TypeAdapter[UplinkMessage] = TypeAdapter(UplinkMessage)
 
 

@@ -17,12 +17,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from shared.config import MqttSettings
+from earwitness.shared.config import MqttSettings
 
 log = logging.getLogger(__name__)
-
-SESSION_EXPIRY_S = 7 * 24 * 3600
-"""A persistent session survives a week of consumer downtime on the broker."""
 
 
 _PUBACK = struct.Struct("!BBH")

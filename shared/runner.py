@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from shared.audio import SAMPLE_RATE, Waveform
-from shared.errors import ModelError
-from shared.frontend import (
+from earwitness.shared.audio import SAMPLE_RATE, Waveform
+from earwitness.shared.errors import ModelError
+from earwitness.shared.frontend import (
     MEL_BANDS,
     PATCH_FRAMES,
     PATCH_HOP_SAMPLES,
@@ -21,7 +21,7 @@ from shared.frontend import (
     padded_length,
     patches,
 )
-from shared.models import InputKind, ModelSpec, get_spec, locate, model_dir
+from earwitness.shared.model_registry import InputKind, ModelSpec, get_spec, locate, model_dir
 
 EMBEDDING_TENSOR = "tower0/network/layer28/reduce_mean"
 """The 1024-d average-pooled layer feeding YAMNet's classifier: the transfer-learning input."""

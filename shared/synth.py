@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from shared.audio import SAMPLE_RATE, Waveform
+from earwitness.shared.audio import SAMPLE_RATE, Waveform
 
 KINDS = ("siren", "beeps", "noise", "tone", "silence", "impacts")
 

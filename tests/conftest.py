@@ -39,21 +39,21 @@ def model_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def patch_model():  # type: ignore[no-untyped-def]
-    from shared.runner import YamnetModel
+    from earwitness.shared.runner import YamnetModel
 
     return YamnetModel.load("yamnet-int8", MODELS)
 
 
 @pytest.fixture(scope="session")
 def waveform_model():  # type: ignore[no-untyped-def]
-    from shared.runner import YamnetModel
+    from earwitness.shared.runner import YamnetModel
 
     return YamnetModel.load("yamnet-waveform", MODELS)
 
 
 @pytest.fixture(scope="session")
 def class_map():  # type: ignore[no-untyped-def]
-    from shared.labels import ClassMap
+    from earwitness.shared.labels import ClassMap
 
     return ClassMap.load(MODELS / "yamnet_class_map.csv")
 
@@ -69,8 +69,8 @@ def test_audio():  # type: ignore[no-untyped-def]
 @pytest.fixture(params=["sqlite", "mariadb"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
     """A migrated, empty database: SQLite file, or a fresh database on the real MariaDB."""
-    from cloud.db.engine import make_engine
-    from cloud.db.migrate import upgrade
+    from earwitness.cloud.db.engine import make_engine
+    from earwitness.cloud.db.migrate import upgrade
     from tests.services import mariadb_database
 
     if request.param == "sqlite":
@@ -89,7 +89,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-u
 
 @pytest.fixture
 def engine(db_url: str):  # type: ignore[no-untyped-def]
-    from cloud.db.engine import make_engine
+    from earwitness.cloud.db.engine import make_engine
 
     eng = make_engine(db_url)
     yield eng

@@ -13,16 +13,16 @@ import numpy as np
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.agent import EdgeAgent
-from edge.config import EdgeConfig
-from shared.audio import SAMPLE_RATE, Waveform
+from earwitness.edge.agent import EdgeAgent
+from earwitness.edge.config import EdgeSettings
+from earwitness.shared.audio import SAMPLE_RATE, Waveform
 from tests.conftest import MODELS
 from tests.services import MQTT_HOST, MQTT_PORT, require, unique
 
 
 def edge_config(
     tmp_path: Path, site: str, device: str = "dev1", port: int = MQTT_PORT, **sections: Any
-) -> EdgeConfig:
+) -> EdgeSettings:
     data: dict[str, Any] = {
         "device": {"id": device, "site": site, "lat": 48.2082, "lon": 16.3738},
         "source": {"kind": "file", "path": str(tmp_path), "realtime": False},
@@ -37,7 +37,7 @@ def edge_config(
     }
     for key, value in sections.items():
         data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
-    return EdgeConfig(**data)
+    return EdgeSettings(**data)
 
 
 class ArraySource:

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from shared import audio
-from shared.messages import (
+from earwitness.shared import audio
+from earwitness.shared.messages import (
     ClipMessage,
     EventMessage,
     HeartbeatMessage,
@@ -20,7 +20,7 @@ from shared.messages import (
     encode,
     message_id,
 )
-from shared.topics import Kind, topic
+from earwitness.shared.topics import Kind, topic
 
 T0 = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
 SPEECH = LabelScore(index=0, mid="/m/09x0r", name="Speech", score=0.9)

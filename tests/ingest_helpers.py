@@ -13,10 +13,10 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from cloud.clipstore import ClipStore, FileClipStore
-from cloud.db.engine import make_engine
-from cloud.ingest.consumer import IngestService
-from cloud.settings import CloudSettings
+from earwitness.cloud.clipstore import ClipStore, FileClipStore
+from earwitness.cloud.db.engine import make_engine
+from earwitness.cloud.ingest.consumer import IngestService
+from earwitness.cloud.settings import CloudSettings
 from tests.services import MQTT_HOST, MQTT_PORT, require, unique
 
 

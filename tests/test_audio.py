@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from shared import audio
-from shared.errors import AudioError
+from earwitness.shared import audio
+from earwitness.shared.errors import AudioError
 from tests.conftest import ESC50
 
 

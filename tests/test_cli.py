@@ -14,7 +14,7 @@ from tests.conftest import ESC50, MODELS
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
+        [sys.executable, "-m", "earwitness", *args],
         capture_output=True,
         text=True,
         timeout=300,

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from cloud.clipstore import ClipStoreError, S3ClipStore, key_for, open_store
-from cloud.db.models import Clip, DeadLetter
-from cloud.web.app import create_app
-from cloud.web.auth import create_token
-from shared.topics import Kind
+from earwitness.cloud.clipstore import ClipStoreError, S3ClipStore, key_for, open_store
+from earwitness.cloud.db.models import Clip, DeadLetter
+from earwitness.cloud.web.app import create_app
+from earwitness.cloud.web.auth import create_token
+from earwitness.shared.topics import Kind
 from tests.factories import Device as Dev
 from tests.factories import wire
 from tests.ingest_helpers import Publisher, ingest_settings, running_ingest_with, wait_for
@@ -143,9 +143,9 @@ def test_worker_gives_clips_back_while_the_store_is_down(
 ) -> None:  # type: ignore[no-untyped-def]
     """An S3 outage is not the clips' fault: no attempt is counted, nothing is marked
     failed, and the clips are scored once the store answers again."""
-    from cloud.clipstore import FileClipStore
-    from cloud.secondopinion.backends import YamnetReference
-    from cloud.secondopinion.worker import Worker
+    from earwitness.cloud.clipstore import FileClipStore
+    from earwitness.cloud.secondopinion.backends import YamnetReference
+    from earwitness.cloud.secondopinion.worker import Worker
     from tests.conftest import MODELS
     from tests.test_second_opinion import store_clips
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, text
 
-from cloud.db import migrate
-from cloud.db.engine import make_engine
+from earwitness.cloud.db import migrate
+from earwitness.cloud.db.engine import make_engine
 from tests.services import mariadb_database
 
 INGEST_TABLES = {
@@ -130,7 +130,7 @@ def _schema_drift(url: str) -> list[object]:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from cloud.db.models import Base
+    from earwitness.cloud.db.models import Base
 
     engine = make_engine(url)
     migrate.upgrade(engine)

@@ -43,7 +43,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "shared.cli",
+            "earwitness",
             "demo",
             "--seconds",
             "40",

@@ -9,9 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.agent import EdgeAgent
-from shared import audio
-from shared.messages import ClipMessage, EventMessage, HeartbeatMessage, InferenceMessage, decode
+from earwitness.edge.agent import EdgeAgent
+from earwitness.shared import audio
+from earwitness.shared.messages import (
+    ClipMessage,
+    EventMessage,
+    HeartbeatMessage,
+    InferenceMessage,
+    decode,
+)
 from tests.conftest import ESC50, SPEECH
 from tests.edge_helpers import ArraySource, Collector, edge_config, noise, run_until_finished
 from tests.ingest_helpers import wait_for
@@ -28,6 +34,15 @@ def _esc50(category: str) -> Path:
             if row["category"] == category:
                 return ESC50 / row["filename"]
     raise AssertionError(category)
+
+
+def _final_heartbeat(collector: Collector, agent: EdgeAgent) -> HeartbeatMessage | None:
+    """The heartbeat that counts every window of the finished source, if it arrived."""
+    for topic, payload in collector.of_kind("heartbeat"):
+        hb = decode(topic, payload)
+        if isinstance(hb, HeartbeatMessage) and hb.windows_processed == agent.windows:
+            return hb
+    return None
 
 
 @pytest.mark.parametrize(("category", "group"), [("siren", "alarm"), ("dog", "animal")])
@@ -48,8 +63,9 @@ def test_replay_esc50_clip_gives_events_inferences_and_a_clip(
     agent.start()
     try:
         run_until_finished(agent)
-        agent.send_heartbeat()
-        wait_for(lambda: len(collector.of_kind("heartbeat")) == 1, what="heartbeat")
+        # The agent sends its final counters itself once the source is done.
+        assert agent.final_heartbeat.wait(5)
+        wait_for(lambda: _final_heartbeat(collector, agent) is not None, what="final heartbeat")
     finally:
         agent.stop()
     decoded = [decode(t, p) for t, p in collector.messages if not t.endswith("/status")]
@@ -87,14 +103,14 @@ def test_speech_clips_are_never_published(tmp_path: Path) -> None:
     agent.start()
     try:
         run_until_finished(agent)
-        agent.send_heartbeat()
-        wait_for(lambda: len(collector.of_kind("heartbeat")) == 1, what="heartbeat")
+        # The agent sends its final counters itself once the source is done.
+        assert agent.final_heartbeat.wait(5)
+        wait_for(lambda: _final_heartbeat(collector, agent) is not None, what="final heartbeat")
     finally:
         agent.stop()
     assert collector.of_kind("inference"), "speech windows are still classified and published"
     assert collector.of_kind("clip") == []
-    ((hb_topic, hb_payload),) = collector.of_kind("heartbeat")
-    heartbeat = decode(hb_topic, hb_payload)
+    heartbeat = _final_heartbeat(collector, agent)
     assert isinstance(heartbeat, HeartbeatMessage)
     assert heartbeat.clips_blocked_privacy >= 10 and heartbeat.clips_sent == 0
     # Nothing of the audio was written: the outbox never held a clip row.

@@ -14,10 +14,10 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from cloud.db.engine import make_engine
-from cloud.db.migrate import upgrade
-from cloud.db.models import AckWatermark, Clip, Event, Heartbeat, Inference
-from edge.agent import EdgeAgent
+from earwitness.cloud.db.engine import make_engine
+from earwitness.cloud.db.migrate import upgrade
+from earwitness.cloud.db.models import AckWatermark, Clip, Event, Heartbeat, Inference
+from earwitness.edge.agent import EdgeAgent
 from tests.conftest import MODELS
 from tests.edge_helpers import ArraySource, edge_config, noise
 from tests.ingest_helpers import ingest_settings, running_ingest, wait_for
@@ -80,7 +80,7 @@ def test_broker_outage_loses_nothing(tmp_path: Path) -> None:
 
 def _agent_process(config: Path, *extra: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "EARWITNESS_MODEL_DIR": str(MODELS)}
-    return spawn([sys.executable, "-m", "shared.cli", "edge", "--config", str(config), *extra], env)
+    return spawn([sys.executable, "-m", "earwitness", "edge", "--config", str(config), *extra], env)
 
 
 def _outbox_rows(path: Path) -> int:
@@ -187,7 +187,7 @@ def test_bad_config_file_key_refuses_to_start(tmp_path: Path) -> None:
     config = tmp_path / "edge.yaml"
     config.write_text("device:\n  id: dev1\n  nmae: kitchen\noutbox:\n  max_bytes: -5\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "edge", "--config", str(config), "--validate-config"],
+        [sys.executable, "-m", "earwitness", "edge", "--config", str(config), "--validate-config"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -200,7 +200,7 @@ def test_bad_config_file_key_refuses_to_start(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "shared.cli",
+            "earwitness",
             "edge",
             "--config",
             str(config),

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.capture import AudioRing, CaptureBuffer
-from edge.config import DetectionSettings, Trigger
-from edge.events import EventDetector
-from edge.levels import FLOOR_DBFS, RunningLeq, dbfs
-from edge.outbox import Outbox
-from shared.frontend import PATCH_HOP_SAMPLES
-from shared.labels import LabelGroups
+from earwitness.edge.capture import AudioRing, CaptureBuffer
+from earwitness.edge.config import DetectionSettings, Trigger
+from earwitness.edge.events import EventDetector
+from earwitness.edge.levels import FLOOR_DBFS, RunningLeq, dbfs
+from earwitness.edge.outbox import Outbox
+from earwitness.shared.frontend import PATCH_HOP_SAMPLES
+from earwitness.shared.labels import LabelGroups
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -141,7 +141,7 @@ def test_cooldown_and_volume_gate(class_map) -> None:  # type: ignore[no-untyped
 
 
 def test_unknown_trigger_group_is_a_config_error(class_map) -> None:  # type: ignore[no-untyped-def]
-    from shared.errors import ConfigError
+    from earwitness.shared.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unknown group 'sirens'"):
         EventDetector(
@@ -192,7 +192,7 @@ def test_outbox_expires_old_rows(tmp_path: Path) -> None:
     time.sleep(0.1)
     box.append("inference", "t", lambda seq: b"b")
     box.max_age_s = 0.05
-    assert box.expire() >= 1
+    assert box.drop_expired() >= 1
     assert box.stats().dropped >= 1
     box.close()
 
@@ -231,8 +231,8 @@ def test_outbox_never_reuses_a_seq_after_everything_is_deleted(tmp_path: Path) -
 
 
 def test_fleet_directory_fills_identity(tmp_path: Path) -> None:
-    from edge.config import load_edge_config
-    from shared.errors import ConfigError
+    from earwitness.edge.config import load_edge_settings
+    from earwitness.shared.errors import ConfigError
 
     directory = tmp_path / "devices.yaml"
     directory.write_text(
@@ -243,8 +243,8 @@ def test_fleet_directory_fills_identity(tmp_path: Path) -> None:
     cfg_file.write_text(
         f"device:\n  id: jetson-01\n  directory: {directory}\nsource:\n  kind: mic\n"
     )
-    cfg = load_edge_config(cfg_file)
+    cfg = load_edge_settings(cfg_file)
     assert (cfg.device.site, cfg.device.name, cfg.device.lat) == ("vienna", "Stephansplatz", 48.2)
     cfg_file.write_text(f"device:\n  id: broken\n  directory: {directory}\nsource:\n  kind: mic\n")
     with pytest.raises(ConfigError, match="entry 'broken'"):
-        load_edge_config(cfg_file)
+        load_edge_settings(cfg_file)

@@ -4,8 +4,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared import frontend
-from shared.frontend import StreamingFrontend, padded_length, patches
+from earwitness.shared import frontend
+from earwitness.shared.frontend import StreamingFrontend, padded_length, patches
 
 
 def test_mel_matrix_shape_and_dc_bin() -> None:

@@ -19,10 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
 
-from cloud.db.engine import make_engine
-from cloud.db.migrate import upgrade
-from cloud.db.models import DeadLetter, Inference
-from shared.topics import Kind
+from earwitness.cloud.db.engine import make_engine
+from earwitness.cloud.db.migrate import upgrade
+from earwitness.cloud.db.models import DeadLetter, Inference
+from earwitness.shared.topics import Kind
 from tests.factories import Device as Dev
 from tests.factories import wire
 from tests.ingest_helpers import Publisher, ingest_settings, running_ingest, wait_for
@@ -240,7 +240,7 @@ def _ingest_process(
         "EARWITNESS_INGEST__SESSION_EXPIRY_S": "300",
         "EARWITNESS_CLIPS__URL": str(clips),
     }
-    return spawn([sys.executable, "-m", "shared.cli", "ingest"], env, new_session)
+    return spawn([sys.executable, "-m", "earwitness", "ingest"], env, new_session)
 
 
 def _wait_until_consuming(pub: Publisher, dev: Dev, engine: Any, proc: Any) -> None:

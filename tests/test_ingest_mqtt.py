@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, insert, select
 
-from cloud.db.models import AckWatermark, Clip, DeadLetter, Device, Inference
-from cloud.ingest.consumer import ACK_RESYNC_S
-from shared.topics import Kind
+from earwitness.cloud.db.models import AckWatermark, Clip, DeadLetter, Device, Inference
+from earwitness.cloud.ingest.consumer import ACK_RESYNC_S
+from earwitness.shared.topics import Kind
 from tests.factories import Device as Dev
 from tests.factories import wire
 from tests.ingest_helpers import Publisher, ingest_settings, running_ingest, wait_for
@@ -116,8 +116,8 @@ def test_ack_many_acknowledges_exactly_the_given_messages() -> None:
     import threading
     import time
 
-    from shared.config import MqttSettings
-    from shared.mqtt import MqttConnection
+    from earwitness.shared.config import MqttSettings
+    from earwitness.shared.mqtt import MqttConnection
     from tests.services import MQTT_HOST, MQTT_PORT
 
     topic, client_id = f"earwitness-test/{unique('t')}", unique("acker-")

@@ -7,10 +7,19 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from cloud.clipstore import FileClipStore
-from cloud.db.models import AckWatermark, Clip, DeadLetter, Device, Event, Heartbeat, Inference
-from cloud.ingest.writer import BatchWriter, Limits, RawMessage, prepare
-from shared.topics import Kind
+from earwitness.cloud.clipstore import FileClipStore
+from earwitness.cloud.db.models import (
+    AckWatermark,
+    Clip,
+    DeadLetter,
+    Device,
+    Event,
+    Heartbeat,
+    Inference,
+)
+from earwitness.cloud.ingest.store import BatchStore
+from earwitness.cloud.ingest.validate import Limits, RawMessage, prepare
+from earwitness.shared.topics import Kind
 from tests.factories import Device as Dev
 from tests.factories import wire
 
@@ -23,7 +32,7 @@ def raw(dev: Dev, kind: Kind, msg: object) -> RawMessage:
 
 def write(engine, tmp_path: Path, batch: list[RawMessage]):  # type: ignore[no-untyped-def]
     store = FileClipStore(tmp_path / "clips")
-    return BatchWriter(engine).write(prepare(batch, store, Limits(512 * 1024, 4096)))
+    return BatchStore(engine).store(prepare(batch, store, Limits(512 * 1024, 4096)))
 
 
 def count(engine, model) -> int:  # type: ignore[no-untyped-def]
@@ -186,7 +195,7 @@ def test_watermark_matches_a_naive_count_over_random_batches(engine, tmp_path: P
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from cloud.db.models import PendingSeq
+    from earwitness.cloud.db.models import PendingSeq
 
     runs = iter(range(10_000))
 

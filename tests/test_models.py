@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from shared import models
-from shared.errors import ModelError
+from earwitness.shared import model_registry as models
+from earwitness.shared.errors import ModelError
 from tests.conftest import MODELS
 
 SPEC = models.REGISTRY["yamnet-class-map"]

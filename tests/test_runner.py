@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.errors import ConfigError, ModelError
-from shared.labels import ClassMap, LabelGroups
-from shared.models import REGISTRY, ModelSpec
-from shared.runner import YamnetModel
+from earwitness.shared.errors import ConfigError, ModelError
+from earwitness.shared.labels import ClassMap, LabelGroups
+from earwitness.shared.model_registry import REGISTRY, ModelSpec
+from earwitness.shared.runner import YamnetModel
 
 
 def test_patch_model_returns_scores_and_embedding(patch_model, test_audio) -> None:  # type: ignore[no-untyped-def]
@@ -22,7 +22,7 @@ def test_patch_model_returns_scores_and_embedding(patch_model, test_audio) -> No
 
 
 def test_embedding_differs_between_sounds(patch_model) -> None:  # type: ignore[no-untyped-def]
-    from shared import synth
+    from earwitness.shared import synth
 
     a = patch_model.classify(synth.siren(1.0))[0].embedding
     b = patch_model.classify(synth.noise(1.0))[0].embedding
@@ -37,7 +37,7 @@ def test_waveform_model_agrees_on_speech(waveform_model, class_map, test_audio) 
 
 
 def test_both_models_window_the_same_way(patch_model, waveform_model) -> None:  # type: ignore[no-untyped-def]
-    from shared import audio
+    from earwitness.shared import audio
     from tests.conftest import ESC50
 
     # A real recording: on synthetic tones the two models disagree (out of distribution).

@@ -12,16 +12,18 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select, update
 
-from cloud.clipstore import FileClipStore
-from cloud.db.models import Clip, Inference, SecondOpinion
-from cloud.ingest.writer import BatchWriter, Limits, RawMessage, prepare
-from cloud.secondopinion import queue
-from cloud.secondopinion.backends import YamnetReference
-from cloud.secondopinion.worker import Worker
-from cloud.trust import trust_figures, wilson
-from shared import audio
-from shared.messages import LabelScore
-from shared.topics import Kind
+from earwitness.cloud.clipstore import FileClipStore
+from earwitness.cloud.db.engine import transaction
+from earwitness.cloud.db.models import Clip, Inference, SecondOpinion
+from earwitness.cloud.db.repo import clips as clip_queue
+from earwitness.cloud.ingest.store import BatchStore
+from earwitness.cloud.ingest.validate import Limits, RawMessage, prepare
+from earwitness.cloud.secondopinion.backends import YamnetReference
+from earwitness.cloud.secondopinion.worker import Worker
+from earwitness.cloud.trust import trust_figures, wilson
+from earwitness.shared import audio
+from earwitness.shared.messages import LabelScore
+from earwitness.shared.topics import Kind
 from tests.conftest import ESC50, MODELS
 from tests.factories import Device, wire
 from tests.services import mariadb_database
@@ -44,7 +46,7 @@ def _esc50(categories: list[str]) -> list[Path]:
 
 def store_clips(engine, store_dir: Path, patch_model, class_map, waves: list[np.ndarray]) -> None:  # type: ignore[no-untyped-def]
     """Each wave becomes an inference and a clip from one device, as the edge sends them."""
-    from shared.labels import LabelGroups
+    from earwitness.shared.labels import LabelGroups
 
     groups = LabelGroups.load(class_map)
     dev = Device("site1", "dev1", t0=datetime.now(UTC) - timedelta(hours=1))
@@ -64,9 +66,7 @@ def store_clips(engine, store_dir: Path, patch_model, class_map, waves: list[np.
             RawMessage(dev.topic(Kind.INFERENCE), wire(inf), datetime.now(UTC)),
             RawMessage(dev.topic(Kind.CLIP), wire(clip), datetime.now(UTC)),
         ]
-    result = BatchWriter(engine).write(
-        prepare(batch, FileClipStore(store_dir), Limits(2**19, 4096))
-    )
+    result = BatchStore(engine).store(prepare(batch, FileClipStore(store_dir), Limits(2**19, 4096)))
     assert result.dead_letters == 0
 
 
@@ -134,7 +134,8 @@ def test_dead_worker_lease_expires(
     store_clips(
         engine, tmp_path / "clips", patch_model, class_map, [np.full(16000, 0.01, np.float32)]
     )
-    claimed = queue.claim(engine, "worker-that-dies", lease_s=0.5)
+    with transaction(engine) as session:
+        claimed = clip_queue.claim(session, "worker-that-dies", lease_s=0.5)
     assert len(claimed) == 1
     other = Worker(engine, FileClipStore(tmp_path / "clips"), [reference], name="survivor")
     assert other.run_once() == 0  # still leased
@@ -149,8 +150,8 @@ def test_dead_worker_lease_expires(
 def test_two_workers_process_every_clip_exactly_once(
     tmp_path: Path, patch_model, class_map
 ) -> None:  # type: ignore[no-untyped-def]
-    from cloud.db.engine import make_engine
-    from cloud.db.migrate import upgrade
+    from earwitness.cloud.db.engine import make_engine
+    from earwitness.cloud.db.migrate import upgrade
 
     rng = np.random.default_rng(0)
     waves = [(0.05 * rng.standard_normal(8000)).astype(np.float32) for _ in range(200)]

@@ -16,18 +16,18 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from cloud.clipstore import FileClipStore
-from cloud.db.models import Clip, SecondOpinion
-from cloud.secondopinion.backends import BACKENDS, UnavailableBackend, YamnetReference
-from cloud.secondopinion.vggish import frontend, head
-from cloud.secondopinion.vggish.backend import VGGish
-from cloud.secondopinion.vggish.convert import convert, read_checkpoint
-from cloud.secondopinion.vggish.postprocess import Pca
-from cloud.secondopinion.vggish.runtime import VggishEmbedder
-from cloud.secondopinion.worker import Worker
-from shared import audio
-from shared.errors import ModelError
-from shared.evaluate import load_mapping
+from earwitness.cloud.clipstore import FileClipStore
+from earwitness.cloud.db.models import Clip, SecondOpinion
+from earwitness.cloud.secondopinion.backends import BACKENDS, UnavailableBackend, YamnetReference
+from earwitness.cloud.secondopinion.vggish import frontend, head
+from earwitness.cloud.secondopinion.vggish.backend import VGGish
+from earwitness.cloud.secondopinion.vggish.convert import convert, read_checkpoint
+from earwitness.cloud.secondopinion.vggish.postprocess import Pca
+from earwitness.cloud.secondopinion.vggish.runtime import VggishEmbedder
+from earwitness.cloud.secondopinion.worker import Worker
+from earwitness.shared import audio
+from earwitness.shared.errors import ModelError
+from earwitness.shared.evaluate import load_mapping
 from tests.conftest import ESC50, MODELS
 from tests.test_second_opinion import store_clips
 
@@ -317,8 +317,8 @@ def test_worker_runs_vggish_beside_the_reference(
 def test_cli_worker_carries_on_without_vggish_and_uses_it_when_present(
     tmp_path: Path, trained_dir: Path, patch_model, class_map
 ) -> None:  # type: ignore[no-untyped-def]
-    from cloud.db.engine import make_engine
-    from cloud.db.migrate import upgrade
+    from earwitness.cloud.db.engine import make_engine
+    from earwitness.cloud.db.migrate import upgrade
     from tests.test_cli import run
 
     wave = audio.load(esc50_files(["dog"], 1)[0][0])

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from cloud.db.models import Clip
-from cloud.web.auth import create_token, revoke_token
+from earwitness.cloud.db.models import Clip
+from earwitness.cloud.web.auth import create_token, revoke_token
 from tests.web_helpers import client, seed, web_settings
 
 
@@ -68,23 +68,26 @@ def test_devices(api) -> None:  # type: ignore[no-untyped-def]
 def test_map_spots_aggregate_the_same_detections_as_the_point_query(api) -> None:  # type: ignore[no-untyped-def]
     from collections import Counter
 
-    from cloud.web import queries
-    from cloud.web.queries import Filters
+    from earwitness.cloud.db.engine import transaction
+    from earwitness.cloud.db.repo import inferences
+    from earwitness.cloud.db.repo.filters import Filters
 
     c, _read, _admin, engine = api
     now = datetime.now(UTC)
     for group in (None, "animal"):
         f = Filters(now - timedelta(hours=3), now + timedelta(hours=1), None, group, None, None)
-        points = queries.detections_for_map(engine, f, 0.3, 10_000)
-        spots = queries.detection_spots(engine, f, 0.3, 10_000)
+        with transaction(engine) as session:
+            points = inferences.detections_after(session, f, 0.3, 10_000)
+            spots = inferences.detection_spots(session, f, 0.3, 10_000)
         assert points, "the seed has detections"
-        expected = Counter((round(la, 6), round(lo, 6), g) for _i, la, lo, g, _s, _l in points)
+        expected = Counter((round(p.lat, 6), round(p.lon, 6), p.group) for p in points)
         assert {(round(s.lat, 6), round(s.lon, 6), s.group): s.count for s in spots} == expected
-        assert max(s.last_id for s in spots) == max(p[0] for p in points)
+        assert max(s.last_id for s in spots) == max(p.id for p in points)
     # The limit keeps the newest detections.
-    newest = queries.detection_spots(engine, f, 0.3, 5)
+    with transaction(engine) as session:
+        newest = inferences.detection_spots(session, f, 0.3, 5)
     assert sum(s.count for s in newest) == 5
-    assert max(s.last_id for s in newest) == max(p[0] for p in points)
+    assert max(s.last_id for s in newest) == max(p.id for p in points)
     # The map popup is fetched per device when it opens.
     popup = c.get("/devices/vienna/popup")
     assert popup.status_code == 200 and "Siren" in popup.text and "ew-audio" in popup.text
@@ -208,7 +211,7 @@ def test_no_auth_mode_for_the_demo(db_url: str, engine, tmp_path: Path) -> None:
 def test_production_refuses_no_auth() -> None:
     from pydantic import ValidationError
 
-    from cloud.settings import CloudSettings
+    from earwitness.cloud.settings import CloudSettings
 
     with pytest.raises(ValidationError, match="production requires web.auth"):
         CloudSettings(
@@ -217,3 +220,24 @@ def test_production_refuses_no_auth() -> None:
             mqtt={"username": "u", "password": "p"},
             web={"auth": False},
         )
+
+
+def test_every_json_route_has_a_typed_response_model(api) -> None:  # type: ignore[no-untyped-def]
+    """/openapi.json describes each field of every JSON answer (no bare ``dict``)."""
+    c, _read, _admin, _engine = api
+    spec = c.get("/openapi.json").json()
+    components = spec["components"]["schemas"]
+    checked = 0
+    for path, operations in spec["paths"].items():
+        for method, op in operations.items():
+            content = op["responses"]["200"].get("content", {})
+            if "application/json" not in content:
+                assert set(content) <= {"text/csv", "audio/flac"}, (method, path, content)
+                continue
+            schema = content["application/json"]["schema"]
+            ref = schema.get("$ref") or schema.get("items", {}).get("$ref")
+            assert ref, f"{method} {path} answers an untyped {schema}"
+            model = components[ref.rsplit("/", 1)[-1]]
+            assert model.get("properties"), f"{method} {path}: {ref} has no fields"
+            checked += 1
+    assert checked >= 12

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from cloud.clipstore import FileClipStore
-from cloud.db.engine import make_engine
-from cloud.db.migrate import upgrade
-from cloud.ingest.writer import BatchWriter, Limits, RawMessage, prepare
-from cloud.web.app import create_app
-from cloud.web.auth import create_token
-from shared.topics import Kind
+from earwitness.cloud.clipstore import FileClipStore
+from earwitness.cloud.db.engine import make_engine
+from earwitness.cloud.db.migrate import upgrade
+from earwitness.cloud.ingest.store import BatchStore
+from earwitness.cloud.ingest.validate import Limits, RawMessage, prepare
+from earwitness.cloud.web.app import create_app
+from earwitness.cloud.web.auth import create_token
+from earwitness.shared.topics import Kind
 from tests.browser import ARTIFACTS, browser, serve
 from tests.factories import wire
 from tests.web_helpers import seed, web_settings
@@ -56,7 +57,7 @@ def test_map_in_chromium(tmp_path: Path) -> None:
         # Live: a new detection shows up without a reload.
         dev = devices["vienna"]
         msg = dev.inference(500)
-        BatchWriter(engine).write(
+        BatchStore(engine).store(
             prepare(
                 [RawMessage(dev.topic(Kind.INFERENCE), wire(msg), datetime.now(UTC))],
                 FileClipStore(tmp_path / "clips"),

@@ -10,10 +10,10 @@ from pathlib import Path
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from cloud.clipstore import FileClipStore
-from cloud.db.engine import make_engine
-from cloud.db.migrate import upgrade
-from cloud.web.app import create_app
+from earwitness.cloud.clipstore import FileClipStore
+from earwitness.cloud.db.engine import make_engine
+from earwitness.cloud.db.migrate import upgrade
+from earwitness.cloud.web.app import create_app
 from tests.web_helpers import seed, web_settings
 
 

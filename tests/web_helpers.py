@@ -8,11 +8,12 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from cloud.clipstore import FileClipStore
-from cloud.ingest.writer import BatchWriter, Limits, RawMessage, prepare
-from cloud.settings import CloudSettings
-from cloud.web.app import create_app
-from shared.topics import Kind
+from earwitness.cloud.clipstore import FileClipStore
+from earwitness.cloud.ingest.store import BatchStore
+from earwitness.cloud.ingest.validate import Limits, RawMessage, prepare
+from earwitness.cloud.settings import CloudSettings
+from earwitness.cloud.web.app import create_app
+from earwitness.shared.topics import Kind
 from tests.factories import SPEECH, Device, LabelScore, wire
 
 DOG = LabelScore(index=69, mid="/m/0bt9lr", name="Dog", score=0.7)
@@ -52,7 +53,7 @@ def seed(
                 now,
             )
         )
-    BatchWriter(engine).write(prepare(batch, store, Limits(512 * 1024, 4096)))
+    BatchStore(engine).store(prepare(batch, store, Limits(512 * 1024, 4096)))
     return devices
 
 

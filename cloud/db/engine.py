@@ -7,15 +7,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # ingest and web share the file in the demo
-
-
-def is_mysql(engine: Engine) -> bool:
-    return engine.dialect.name in ("mysql", "mariadb")
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -65,13 +61,15 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 
 @contextmanager
-def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
-    session = factory()
-    try:
+def transaction(engine: Engine) -> Iterator[Session]:
+    """The one way to talk to the database: a session in a transaction that commits on
+    success and rolls back on any exception. Objects stay readable after it closes
+    (``expire_on_commit=False``), so callers can use what a repository returned."""
+    with Session(engine, expire_on_commit=False) as session, session.begin():
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
+
+
+def ping(engine: Engine) -> None:
+    """Raise if the database cannot be reached (health checks)."""
+    with transaction(engine) as session:
+        session.execute(text("SELECT 1"))

@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from cloud.db.types import MYSQL_TABLE_ARGS, BigId, Blob, Json, UtcDateTime
+from earwitness.cloud.db.types import MYSQL_TABLE_ARGS, BigId, Blob, Json, UtcDateTime
 
 ID_LEN = 64  # site / device / message ids, see shared.topics.ID_PATTERN
 LABEL_LEN = 128
@@ -281,20 +281,3 @@ class Review(Base):
     reviewer: Mapped[str] = mapped_column(String(128))
     note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
-
-
-AUDIO_INGESTION_VIEW = """
-CREATE VIEW audio_ingestion AS
-SELECT
-    i.id AS id,
-    i.label AS inference,
-    i.second_label AS second_inference,
-    i.inference_ms AS inference_yamnet_time,
-    i.lat AS lat,
-    i.lon AS `long`,
-    i.window_start AS sensor_current_time,
-    i.received_at AS `datetime`,
-    i.device_id AS device_id
-FROM inferences i
-"""
-"""The original prototype's table, as a view, so existing queries keep working."""

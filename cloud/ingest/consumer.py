@@ -19,18 +19,22 @@ from functools import partial
 from typing import Any
 
 import paho.mqtt.client as paho
-from sqlalchemy import Engine, select, text, tuple_
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from cloud.clipstore import ClipStore
-from cloud.db.models import AckWatermark
-from cloud.ingest.writer import BatchWriter, Limits, RawMessage, SeqKey, WriteResult, prepare
-from cloud.ingest.writer_process import ChildConfig, ProcessWriter, WriterProcessError
-from cloud.settings import CloudSettings
-from shared import topics
-from shared.messages import AckMessage
-from shared.metrics import HealthServer, Registry
-from shared.mqtt import MqttConnection
+from earwitness.cloud.clipstore import ClipStore
+from earwitness.cloud.db.dialect import is_mysql
+from earwitness.cloud.db.engine import transaction
+from earwitness.cloud.db.repo import acks
+from earwitness.cloud.ingest.store import BatchStore, WriteResult
+from earwitness.cloud.ingest.validate import Limits, RawMessage, SeqKey, prepare
+from earwitness.cloud.ingest.workers import StoreProcess, StoreProcessConfig, StoreProcessError
+from earwitness.cloud.settings import CloudSettings
+from earwitness.shared import topics
+from earwitness.shared.messages import AckMessage
+from earwitness.shared.metrics import HealthServer, Registry
+from earwitness.shared.mqtt import MqttConnection
+from earwitness.shared.service import DEFAULT_STOP_TIMEOUT_S, Health, Service
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +42,7 @@ DB_DOWN_BACKOFF_MAX_S = 10.0
 """While the database is unreachable, retry the held batch at most this far apart."""
 
 IDLE_WAKE_S = 0.2
-"""With nothing to write, the writer thread wakes this often (stop requests, ack resync)."""
+"""With nothing to store, the store thread wakes this often (stop requests, ack resync)."""
 
 ACK_RESYNC_S = 2.0
 """How often the acks published lately are checked against the database. Consumers sharing
@@ -54,15 +58,15 @@ class _Token:
 
 
 class _Resubmit:
-    """Storing a batch through the writer process: the first call waits for the batch
+    """Storing a batch through a store process: the first call waits for the batch
     submitted at creation, every retry submits it again."""
 
-    def __init__(self, child: ProcessWriter, batch: list[RawMessage]) -> None:
+    def __init__(self, child: StoreProcess, batch: list[RawMessage]) -> None:
         self.child, self.batch = child, batch
         try:
             child.submit(batch)
             self.submitted = True
-        except WriterProcessError:
+        except StoreProcessError:
             self.submitted = False  # the first call submits (and reports) again
 
     def __call__(self) -> WriteResult:
@@ -72,27 +76,27 @@ class _Resubmit:
         return self.child.result()
 
 
-class IngestService:
+class IngestService(Service):
     def __init__(self, settings: CloudSettings, engine: Engine, store: ClipStore) -> None:
         self.settings = settings
         self.cfg = settings.ingest
         self.engine = engine
-        self.writer = BatchWriter(engine, self.cfg.max_retries)
+        self.batches = BatchStore(engine, self.cfg.max_retries)
         self.limits = Limits(settings.clips.max_bytes, self.cfg.dead_letter_payload_bytes)
         self.store = store
-        child = ChildConfig(
+        child = StoreProcessConfig(
             settings.resolved_database_url(),
             store.url,  # the children open the store this service was given
             store.endpoint_url,
             self.limits,
             self.cfg.max_retries,
         )
-        writers = self.cfg.writer_processes
-        if engine.dialect.name == "sqlite":
-            writers = min(writers, 1)  # SQLite takes one writer at a time anyway
-        self._children = [ProcessWriter(child) for _ in range(writers)]
+        processes = self.cfg.writer_processes
+        if not is_mysql(engine):
+            processes = min(processes, 1)  # SQLite takes one writer at a time anyway
+        self._children = [StoreProcess(child) for _ in range(processes)]
         # A deque and an event instead of queue.Queue: appending costs no lock, and the
-        # network thread wakes the writer only when it is actually waiting.
+        # network thread wakes the store thread only when it is actually waiting.
         self._inbox: deque[RawMessage] = deque()
         self._arrived = threading.Event()
         self.metrics = Registry("earwitness_ingest")
@@ -120,7 +124,7 @@ class IngestService:
         )
         self.mqtt.on_connect = self._on_connect
         self.mqtt.on_message = self._on_message
-        self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="ingest-store", daemon=True)
         self._health: HealthServer | None = None
 
     def _describe_metrics(self) -> None:
@@ -158,10 +162,11 @@ class IngestService:
             self.cfg.batch_ms,
         )
 
-    def stop(self, timeout_s: float = 5.0) -> None:
+    def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT_S) -> None:
         """Write and acknowledge what is queued, then disconnect."""
         self._stop.set()
-        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
         self.mqtt.stop()
         if self._health:
             self._health.stop()
@@ -171,14 +176,17 @@ class IngestService:
         """Batch retries after transient database (or clip store) errors, so far."""
         return int(self.metrics.total("db_retries_total"))
 
-    def health(self) -> tuple[bool, dict[str, Any]]:
+    def health(self) -> Health:
         connected = self.mqtt.connected.is_set()
-        return connected and self._db_ok, {
-            "mqtt": connected,
-            "database": self._db_ok,
-            "queue_depth": len(self._inbox),
-            "seconds_since_commit": round(time.monotonic() - self._last_commit, 1),
-        }
+        return Health(
+            connected and self._db_ok,
+            {
+                "mqtt": connected,
+                "database": self._db_ok,
+                "queue_depth": len(self._inbox),
+                "seconds_since_commit": round(time.monotonic() - self._last_commit, 1),
+            },
+        )
 
     # -- MQTT callbacks (network thread) -----------------------------------------
     def _on_connect(self, conn: MqttConnection) -> None:
@@ -203,7 +211,7 @@ class IngestService:
         if not self._arrived.is_set():
             self._arrived.set()
 
-    # -- writer thread ----------------------------------------------------------------
+    # -- store thread -----------------------------------------------------------------
     def _collect(self) -> list[RawMessage]:
         """Up to batch_size messages, waiting at most batch_ms after the first one; empty
         after IDLE_WAKE_S without any."""
@@ -249,19 +257,19 @@ class IngestService:
                 continue
             # Prepared inside the retry: a clip store that is down (S3 unreachable) holds
             # the batch like a database that is down, instead of ending this thread.
-            if not self._until_stored(partial(self._prepare_and_write, batch)):
+            if not self._until_stored(partial(self._prepare_and_store, batch)):
                 return  # stopping with the database down: unacked, the broker keeps them
             self._acknowledge(batch)
 
-    def _prepare_and_write(self, batch: list[RawMessage]) -> WriteResult:
-        return self.writer.write(prepare(batch, self.store, self.limits))
+    def _prepare_and_store(self, batch: list[RawMessage]) -> WriteResult:
+        return self.batches.store(prepare(batch, self.store, self.limits))
 
-    def _run_with_processes(self, children: list[ProcessWriter]) -> None:
+    def _run_with_processes(self, children: list[StoreProcess]) -> None:
         """Each child validates and writes one batch at a time; while they work this
         process receives, collects the next batch and acknowledges finished ones. Batches
         are waited for oldest first and acknowledged only after their own commit."""
         free = deque(children)
-        inflight: deque[tuple[ProcessWriter, list[RawMessage], _Resubmit]] = deque()
+        inflight: deque[tuple[StoreProcess, list[RawMessage], _Resubmit]] = deque()
         while True:
             self._resync_acks()
             if free and (self._inbox or not inflight):
@@ -316,7 +324,7 @@ class IngestService:
         m.inc("dead_letters_total", result.dead_letters)
         m.inc("batches_total")
         m.inc("batch_seconds_sum", elapsed)
-        # Summed per batch: with several writer processes each counts only its own.
+        # Summed per batch: with several store processes each counts only its own.
         m.inc("db_retries_total", result.db_retries)
         self._latencies.append(elapsed)
         ordered = sorted(self._latencies)
@@ -339,7 +347,7 @@ class IngestService:
         now = datetime.now(UTC)
         for key, seq in watermarks.items():
             if seq < self._acked.get(key, -1):
-                # Writer processes finish in any order: a batch's watermark, read before a
+                # Store processes finish in any order: a batch's watermark, read before a
                 # later batch's commit, must not step the retained ack back. An equal one
                 # is sent again: it answers a device that re-sent what was stored.
                 continue
@@ -364,23 +372,14 @@ class IngestService:
         keys, self._acked_lately = self._acked_lately, set()
         by_pair = {(device, epoch): (site, device, epoch) for site, device, epoch in keys}
         try:
-            with self.engine.connect() as conn:
-                rows = conn.execute(
-                    select(AckWatermark.device_id, AckWatermark.epoch, AckWatermark.seq).where(
-                        tuple_(AckWatermark.device_id, AckWatermark.epoch).in_(list(by_pair))
-                    )
-                ).all()
+            with transaction(self.engine) as session:
+                marks = acks.watermarks(session, list(by_pair))
         except SQLAlchemyError as exc:  # the next batch's commit retries the database
             log.warning("ack resync skipped: %s", str(exc).splitlines()[0][:200])
             return
         newer = {
-            by_pair[(d, e)]: int(q) for d, e, q in rows if int(q) > self._acked[by_pair[(d, e)]]
+            by_pair[pair]: seq for pair, seq in marks.items() if seq > self._acked[by_pair[pair]]
         }
         if newer:
             self.metrics.inc("acks_republished_total", len(newer))
             self._publish_acks(newer)
-
-
-def check_database(engine: Engine) -> None:
-    with engine.connect() as conn:
-        conn.execute(text("SELECT 1"))

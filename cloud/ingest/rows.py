@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from shared.messages import (
+from earwitness.shared.labels import top_group
+from earwitness.shared.messages import (
     ClipMessage,
     EventMessage,
     HeartbeatMessage,
@@ -19,13 +20,6 @@ def _loc(location: Location | None) -> tuple[float | None, float | None]:
     return (location.lat, location.lon) if location else (None, None)
 
 
-def _top_group(groups: dict[str, float]) -> tuple[str | None, float | None]:
-    if not groups:
-        return None, None
-    name = max(groups, key=lambda g: groups[g])
-    return name, groups[name]
-
-
 def _labels(top: list[LabelScore]) -> list[dict[str, Any]]:
     return [label.model_dump() for label in top]
 
@@ -33,7 +27,8 @@ def _labels(top: list[LabelScore]) -> list[dict[str, Any]]:
 def inference_row(msg: InferenceMessage, received: datetime) -> dict[str, Any]:
     lat, lon = _loc(msg.location)
     best = msg.top[0]
-    group, group_score = _top_group(msg.groups)
+    top = top_group(msg.groups)
+    group, group_score = top if top else (None, None)
     return {
         "message_id": msg.id,
         "device_id": msg.device,

@@ -9,11 +9,11 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from shared.audio import Waveform
-from shared.errors import ModelError
-from shared.labels import ClassMap, LabelGroups
-from shared.models import CLASS_MAP, locate
-from shared.runner import YamnetModel
+from earwitness.shared.audio import Waveform
+from earwitness.shared.errors import ModelError
+from earwitness.shared.labels import ClassMap, LabelGroups
+from earwitness.shared.model_registry import CLASS_MAP, locate
+from earwitness.shared.runner import YamnetModel
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class YamnetReference:
 
 
 def _vggish(model_dir: Path | None = None) -> Backend:
-    from cloud.secondopinion.vggish.backend import VGGish
+    from earwitness.cloud.secondopinion.vggish.backend import VGGish
 
     return VGGish(model_dir)
 

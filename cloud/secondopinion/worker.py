@@ -10,28 +10,28 @@ import threading
 import time
 from collections import deque
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import Engine, update
-from sqlalchemy.dialects.mysql import insert as mysql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Engine
 
-from cloud.clipstore import ClipStore, ClipStoreError, ClipStoreUnavailable
-from cloud.db.models import Clip, Inference, SecondOpinion, table_of
-from cloud.secondopinion import queue
-from cloud.secondopinion.backends import Backend, Opinion
-from shared import audio
-from shared.errors import EarwitnessError
+from earwitness.cloud.clipstore import ClipStore, ClipStoreError, ClipStoreUnavailable
+from earwitness.cloud.db.engine import transaction
+from earwitness.cloud.db.models import Clip
+from earwitness.cloud.db.repo import clips as clip_queue
+from earwitness.cloud.db.repo import inferences
+from earwitness.cloud.db.repo import opinions as opinion_repo
+from earwitness.cloud.secondopinion.backends import Backend, Opinion
+from earwitness.shared import audio
+from earwitness.shared.errors import EarwitnessError
+from earwitness.shared.labels import top_group
+from earwitness.shared.service import DEFAULT_STOP_TIMEOUT_S, Health, Service
 
 log = logging.getLogger(__name__)
 
-GROUP_MIN = 0.2  # a group counts as the clip's group only above this score
 
-
-def top_group(groups: dict[str, float]) -> str | None:
-    if not groups:
-        return None
-    name = max(groups, key=lambda g: groups[g])
-    return name if groups[name] >= GROUP_MIN else None
+def _group_name(groups: dict[str, float]) -> str | None:
+    top = top_group(groups)
+    return top[0] if top else None
 
 
 class Worker:
@@ -69,13 +69,15 @@ class Worker:
         """Claim and process up to ``limit`` clips; returns how many were claimed."""
         if not self._within_budget():
             return 0
-        clips = queue.claim(self.engine, self.name, self.lease_s, limit)
+        with transaction(self.engine) as session:
+            clips = clip_queue.claim(session, self.name, self.lease_s, limit)
         for i, clip in enumerate(clips):
             self._recent.append(time.monotonic())
             try:
                 self.process(clip)
             except ClipStoreUnavailable as exc:
-                queue.release(self.engine, clips[i:], self.name)
+                with transaction(self.engine) as session:
+                    clip_queue.release(session, clips[i:], self.name)
                 self.store_errors += 1
                 log.error("clip store unavailable, %d clip(s) released: %s", len(clips) - i, exc)
                 return 0  # the caller idles before trying again
@@ -90,7 +92,8 @@ class Worker:
         except ClipStoreUnavailable:
             raise
         except (EarwitnessError, ClipStoreError) as exc:
-            status = queue.fail(self.engine, clip, self.name, str(exc))
+            with transaction(self.engine) as session:
+                status = clip_queue.fail(session, clip, self.name, str(exc))
             self.failed += status == "failed"
             log.warning("clip %s: %s (%s)", clip.clip_id, exc, status)
             return
@@ -99,10 +102,10 @@ class Worker:
 
     def _store(self, clip: Clip, opinions: list[Opinion]) -> None:
         now = datetime.now(UTC)
-        edge_group = top_group(clip.edge_groups)
-        rows = []
+        edge_group = _group_name(clip.edge_groups)
+        rows: list[dict[str, Any]] = []
         for op in opinions:
-            second_group = top_group(op.groups)
+            second_group = _group_name(op.groups)
             rows.append(
                 {
                     "clip_id": clip.id,
@@ -124,33 +127,59 @@ class Worker:
                 }
             )
         first = rows[0]
-        with self.engine.begin() as conn:
-            table = table_of(SecondOpinion)
-            if self.engine.dialect.name in ("mysql", "mariadb"):
-                stmt = mysql_insert(table)
-                stmt = stmt.on_duplicate_key_update(clip_id=stmt.inserted.clip_id)
-            else:
-                stmt = sqlite_insert(table).on_conflict_do_nothing()  # type: ignore[assignment]
-            conn.execute(stmt, rows)
-            conn.execute(
-                update(Clip)
-                .where(Clip.id == clip.id, Clip.worker == self.name)
-                .values(status="done", lease_until=None, error=None)
-            )
-            conn.execute(
-                update(Inference)
-                .where(
-                    Inference.device_id == clip.device_id,
-                    Inference.window_start == clip.window_start,
-                )
-                .values(
-                    second_label=first["label"],
-                    second_score=first["score"],
-                    second_agree=first["top1_agree"],
-                )
+        with transaction(self.engine) as session:
+            opinion_repo.add_many(session, rows)
+            clip_queue.mark_done(session, clip.id, self.name)
+            inferences.set_second_opinion(
+                session,
+                clip.device_id,
+                clip.window_start,
+                first["label"],
+                first["score"],
+                first["top1_agree"],
             )
 
     def run(self, stop: threading.Event, idle_s: float = 1.0, batch: int = 8) -> None:
         while not stop.is_set():
             if self.run_once(limit=batch) == 0:
                 stop.wait(idle_s)
+
+
+class SecondOpinionService(Service):
+    """The worker on a thread of its own, with the common service shape."""
+
+    def __init__(self, worker: Worker, idle_s: float = 1.0, batch: int = 8) -> None:
+        self.worker = worker
+        self.idle_s = idle_s
+        self.batch = batch
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="second-opinion", daemon=True)
+        self._error: str | None = None
+
+    def _run(self) -> None:
+        try:
+            self.worker.run(self._stop, self.idle_s, self.batch)
+        except Exception as exc:  # reported by health(); the process supervisor restarts
+            self._error = f"{type(exc).__name__}: {exc}"
+            log.exception("second-opinion worker stopped")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT_S) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def health(self) -> Health:
+        w = self.worker
+        alive = self._thread.is_alive() or self._stop.is_set()
+        return Health(
+            alive and self._error is None,
+            {
+                "processed": w.processed,
+                "failed": w.failed,
+                "store_errors": w.store_errors,
+                "error": self._error,
+            },
+        )

@@ -13,21 +13,52 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi import Path as FastPath
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import select, text, update
 
-from cloud.clipstore import ClipStoreError, ClipStoreUnavailable
-from cloud.db.migrate import current
-from cloud.db.models import Inference, Review, SecondOpinion
-from cloud.trust import trust_figures
-from cloud.web import queries
-from cloud.web.deps import AdminDep, ReadDep, StateDep
-from cloud.web.queries import Filters, QueryError
+from earwitness.cloud.clipstore import ClipStoreError, ClipStoreUnavailable
+from earwitness.cloud.db.engine import ping, transaction
+from earwitness.cloud.db.migrate import current
+from earwitness.cloud.db.repo import clips, devices, events, inferences, opinions, reviews
+from earwitness.cloud.db.repo.filters import Filters, QueryError
+from earwitness.cloud.trust import trust_figures
+from earwitness.cloud.web.deps import AdminDep, ReadDep, SessionDep, StateDep
+from earwitness.cloud.web.schemas import (
+    ClipOut,
+    DeviceCountOut,
+    DeviceDetailOut,
+    DeviceOut,
+    EventOut,
+    HealthOut,
+    HeartbeatOut,
+    HourCountOut,
+    InferenceOut,
+    InferencePage,
+    MapDetectionOut,
+    MapUpdatesOut,
+    OpinionOut,
+    ReviewOut,
+    TrustOut,
+)
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/v1")
 
 CSV_MAX_ROWS = 100_000
+CSV_COLUMNS = [
+    "id",
+    "device_id",
+    "window_start",
+    "label",
+    "score",
+    "top_group",
+    "top_group_score",
+    "dbfs",
+    "lat",
+    "lon",
+    "second_label",
+    "second_score",
+]
+MAP_UPDATES_MAX = 5000  # detections per live-map poll
 
 RowId = Annotated[int, FastPath(ge=1, le=2**63 - 1, description="row id (BIGINT)")]
 
@@ -74,87 +105,72 @@ FiltersDep = Annotated[Filters, Depends(filter_query)]
 
 
 @router.get("/health", summary="Liveness and schema version (no token needed)")
-def health(state: StateDep) -> dict[str, Any]:
+def health(state: StateDep) -> HealthOut:
     try:
-        with state.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        return {"ok": True, "schema": current(state.engine)}
+        ping(state.engine)
+        return HealthOut(ok=True, schema_=current(state.engine))
     except Exception as exc:  # the health check reports, never raises
         raise HTTPException(503, f"database unreachable: {type(exc).__name__}") from exc
 
 
 @router.get("/devices", summary="All devices with location, status and last heartbeat")
-def list_devices(state: StateDep, _: ReadDep) -> list[dict[str, Any]]:
-    return [queries.device_dict(d) for d in queries.devices(state.engine)]
+def list_devices(session: SessionDep, _: ReadDep) -> list[DeviceOut]:
+    return [DeviceOut.model_validate(d) for d in devices.list_all(session)]
 
 
 @router.get("/devices/{device_id}")
-def get_device(state: StateDep, _: ReadDep, device_id: str) -> dict[str, Any]:
-    d = queries.device_by_id(state.engine, device_id)
+def get_device(session: SessionDep, _: ReadDep, device_id: str) -> DeviceDetailOut:
+    d = devices.by_id(session, device_id)
     if d is None:
         raise HTTPException(404, f"no device {device_id!r}")
-    out = queries.device_dict(d)
-    out["heartbeats"] = [
-        {"ts": h.ts.isoformat(), **h.payload}
-        for h in queries.heartbeats(state.engine, device_id, 20)
+    beats = [
+        HeartbeatOut.model_validate({**h.payload, "ts": h.ts})
+        for h in devices.heartbeats(session, device_id, 20)
     ]
-    return out
+    return DeviceDetailOut(**DeviceOut.model_validate(d).__dict__, heartbeats=beats)
 
 
-class Page(BaseModel):
-    items: list[dict[str, Any]]
-    next_cursor: str | None = Field(None, description="pass as ?cursor= for the next page")
-
-
-@router.get("/inferences", response_model=Page, summary="Inference windows, newest first")
+@router.get("/inferences", summary="Inference windows, newest first")
 def list_inferences(
     state: StateDep,
+    session: SessionDep,
     _: ReadDep,
     f: FiltersDep,
     limit: Annotated[int, Query(ge=1)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
-) -> Page:
+) -> InferencePage:
     if limit > state.settings.web.max_page:
         raise HTTPException(422, f"limit above the maximum page size {state.settings.web.max_page}")
     try:
-        rows, next_cursor = queries.inference_page(state.engine, f, limit, cursor)
+        rows, next_cursor = inferences.page(session, f, limit, cursor)
     except QueryError as exc:
         raise HTTPException(422, str(exc)) from exc
-    return Page(items=[queries.inference_dict(r) for r in rows], next_cursor=next_cursor)
+    return InferencePage(
+        items=[InferenceOut.model_validate(r) for r in rows], next_cursor=next_cursor
+    )
 
 
-@router.get("/inferences.csv", summary="CSV export of a filtered query (up to 100,000 rows)")
-def export_inferences(
-    state: StateDep,
-    _: ReadDep,
-    f: FiltersDep,
-) -> StreamingResponse:
-    columns = [
-        "id",
-        "device_id",
-        "window_start",
-        "label",
-        "score",
-        "top_group",
-        "top_group_score",
-        "dbfs",
-        "lat",
-        "lon",
-        "second_label",
-        "second_score",
-    ]
-
+@router.get(
+    "/inferences.csv",
+    summary="CSV export of a filtered query (up to 100,000 rows)",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}}}},
+)
+def export_inferences(state: StateDep, _: ReadDep, f: FiltersDep) -> StreamingResponse:
     def rows() -> Iterator[str]:
         buf = io.StringIO()
         writer = csv.writer(buf)
-        writer.writerow(columns)
+        writer.writerow(CSV_COLUMNS)
         cursor = None
         sent = 0
         while sent < CSV_MAX_ROWS:
-            page, cursor = queries.inference_page(state.engine, f, 1000, cursor)
+            # A transaction per page: the response streams after the request's own
+            # session has closed.
+            with transaction(state.engine) as session:
+                page, cursor = inferences.page(session, f, 1000, cursor)
             for r in page:
-                d = queries.inference_dict(r)
-                writer.writerow([d[c] for c in columns])
+                d = InferenceOut.model_validate(r).model_dump(mode="json")
+                writer.writerow([d[c] for c in CSV_COLUMNS])
             sent += len(page)
             yield buf.getvalue()
             buf.seek(0)
@@ -177,29 +193,16 @@ class ReviewIn(BaseModel):
 
 
 @router.post("/inferences/{inference_id}/review", summary="A person's verdict (admin scope)")
-def review(state: StateDep, _: AdminDep, inference_id: RowId, body: ReviewIn) -> dict[str, Any]:
-    with state.engine.begin() as conn:
-        found = conn.execute(select(Inference.id).where(Inference.id == inference_id)).first()
-        if found is None:
-            raise HTTPException(404, f"no inference {inference_id}")
-        conn.execute(
-            Review.__table__.insert().values(  # type: ignore[attr-defined]
-                inference_id=inference_id,
-                correct=body.correct,
-                reviewer=body.reviewer,
-                note=body.note,
-                created_at=datetime.now(UTC),
-            )
-        )
-        conn.execute(
-            update(Inference).where(Inference.id == inference_id).values(review=body.correct)
-        )
-    return {"inference_id": inference_id, "review": body.correct}
+def review(session: SessionDep, _: AdminDep, inference_id: RowId, body: ReviewIn) -> ReviewOut:
+    if not reviews.add(session, inference_id, body.correct, body.reviewer, body.note):
+        raise HTTPException(404, f"no inference {inference_id}")
+    return ReviewOut(inference_id=inference_id, review=body.correct)
 
 
 @router.get("/events", summary="Events (start/update/end), newest first")
 def list_events(
     state: StateDep,
+    session: SessionDep,
     _: ReadDep,
     start: datetime | None = None,
     end: datetime | None = None,
@@ -207,19 +210,19 @@ def list_events(
     group: Group = None,
     device: DeviceQ = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> list[dict[str, Any]]:
+) -> list[EventOut]:
     f = _filters(state, start, end, label, group, device, None)
-    return [queries.event_dict(e) for e in queries.events(state.engine, f, limit)]
+    return [EventOut.model_validate(e) for e in events.listing(session, f, limit)]
 
 
 @router.get("/clips", summary="Clip metadata, newest first")
 def list_clips(
-    state: StateDep,
+    session: SessionDep,
     _: ReadDep,
     device: DeviceQ = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> list[dict[str, Any]]:
-    return [queries.clip_dict(c) for c in queries.clips(state.engine, device, limit)]
+) -> list[ClipOut]:
+    return [ClipOut.model_validate(c) for c in clips.listing(session, device, limit)]
 
 
 @router.get(
@@ -228,8 +231,8 @@ def list_clips(
     response_class=Response,
     responses={200: {"content": {"audio/flac": {}}}},
 )
-def clip_audio(state: StateDep, _: ReadDep, clip_id: RowId) -> Response:
-    clip = queries.clip_by_id(state.engine, clip_id)
+def clip_audio(state: StateDep, session: SessionDep, _: ReadDep, clip_id: RowId) -> Response:
+    clip = clips.by_id(session, clip_id)
     if clip is None:
         raise HTTPException(404, f"no clip {clip_id}")
     try:
@@ -246,36 +249,14 @@ def clip_audio(state: StateDep, _: ReadDep, clip_id: RowId) -> Response:
 
 @router.get("/second-opinions", summary="Second opinions, newest first")
 def list_second_opinions(
-    state: StateDep,
+    session: SessionDep,
     _: ReadDep,
     device: DeviceQ = None,
     disagreements: bool = False,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> list[dict[str, Any]]:
-    q = select(SecondOpinion)
-    if device:
-        q = q.where(SecondOpinion.device_id == device)
-    if disagreements:
-        q = q.where(SecondOpinion.top1_agree.is_(False))
-    q = q.order_by(SecondOpinion.id.desc()).limit(limit)
-    from sqlalchemy.orm import Session
-
-    with Session(state.engine) as s:
-        return [
-            {
-                "clip_id": o.clip_id,
-                "device_id": o.device_id,
-                "backend": o.backend,
-                "label": o.label,
-                "score": o.score,
-                "edge_label": o.edge_label,
-                "edge_score": o.edge_score,
-                "top1_agree": o.top1_agree,
-                "group_agree": o.group_agree,
-                "created_at": o.created_at.isoformat(),
-            }
-            for o in s.scalars(q)
-        ]
+) -> list[OpinionOut]:
+    found = opinions.listing(session, device, disagreements, limit)
+    return [OpinionOut.model_validate(o) for o in found]
 
 
 @router.get("/trust", summary="Agreement with the second opinion, with 95 % intervals")
@@ -284,48 +265,57 @@ def trust(
     _: ReadDep,
     by: Literal["label", "device"] = "label",
     backend: Annotated[str | None, Query(max_length=32)] = None,
-) -> list[dict[str, object]]:
-    return [t.as_dict() for t in trust_figures(state.engine, by, backend)]
+) -> list[TrustOut]:
+    return [TrustOut.model_validate(t.as_dict()) for t in trust_figures(state.engine, by, backend)]
 
 
 @router.get("/stats/hourly", summary="Counts per label per hour")
 def stats_hourly(
     state: StateDep,
+    session: SessionDep,
     _: ReadDep,
     start: datetime | None = None,
     end: datetime | None = None,
     device: DeviceQ = None,
-) -> list[dict[str, Any]]:
-    return queries.stats_per_hour(
-        state.engine, _filters(state, start, end, None, None, device, None)
-    )
+) -> list[HourCountOut]:
+    f = _filters(state, start, end, None, None, device, None)
+    return [
+        HourCountOut(hour=c.hour.isoformat(), label=c.label, count=c.count)
+        for c in inferences.counts_per_hour(session, f)
+    ]
 
 
 @router.get("/stats/devices", summary="Counts per device")
 def stats_devices(
-    state: StateDep, _: ReadDep, start: datetime | None = None, end: datetime | None = None
-) -> list[dict[str, Any]]:
-    return queries.stats_per_device(
-        state.engine, _filters(state, start, end, None, None, None, None)
-    )
+    state: StateDep,
+    session: SessionDep,
+    _: ReadDep,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> list[DeviceCountOut]:
+    f = _filters(state, start, end, None, None, None, None)
+    return [
+        DeviceCountOut(
+            device_id=c.device_id, count=c.count, last=c.last.isoformat() if c.last else None
+        )
+        for c in inferences.counts_per_device(session, f)
+    ]
 
 
 @router.get("/map/updates", summary="Detections newer than after_id, for the live map")
 def map_updates(
     state: StateDep,
+    session: SessionDep,
     _: ReadDep,
     f: FiltersDep,
     after_id: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
-) -> dict[str, Any]:
+) -> MapUpdatesOut:
     live = datetime.max.replace(tzinfo=UTC)  # live: no upper bound
     f = Filters(f.start, live, f.label, f.group, f.device, f.min_score)
-    rows = queries.detections_for_map(
-        state.engine, f, state.settings.web.detection_min_score, 5000, after_id
+    found = inferences.detections_after(
+        session, f, state.settings.web.detection_min_score, MAP_UPDATES_MAX, after_id
     )
-    return {
-        "items": [
-            {"id": i, "lat": la, "lon": lo, "group": g, "score": s, "label": lb}
-            for i, la, lo, g, s, lb in rows
-        ],
-        "last_id": rows[-1][0] if rows else after_id,
-    }
+    return MapUpdatesOut(
+        items=[MapDetectionOut.model_validate(d.__dict__) for d in found],
+        last_id=found[-1].id if found else after_id,
+    )

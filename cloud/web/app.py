@@ -10,11 +10,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 
-from cloud.clipstore import ClipStore
-from cloud.settings import CloudSettings
-from cloud.web import api, pages
-from cloud.web.deps import AppState
-from shared import __version__
+from earwitness.cloud.clipstore import ClipStore
+from earwitness.cloud.settings import CloudSettings
+from earwitness.cloud.web import api, pages
+from earwitness.cloud.web.deps import AppState
+from earwitness.shared import __version__
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -72,7 +72,7 @@ class _TooLarge(Exception):
 
 def create_app(settings: CloudSettings, engine: Engine, store: ClipStore) -> FastAPI:
     if not (STATIC / "vendor" / "leaflet" / "leaflet.js").is_file():
-        from shared.errors import ConfigError
+        from earwitness.shared.errors import ConfigError
 
         raise ConfigError(
             f"web assets missing in {STATIC / 'vendor'}: run `make assets`"

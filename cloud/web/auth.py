@@ -6,12 +6,13 @@ import base64
 import binascii
 import hashlib
 import secrets
-from datetime import UTC, datetime
 from typing import Literal
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
-from cloud.db.models import ApiToken
+from earwitness.cloud.db.engine import transaction
+from earwitness.cloud.db.repo import tokens
 
 Scope = Literal["read", "admin"]
 TOKEN_PREFIX = "ew_"
@@ -23,37 +24,23 @@ def hash_token(token: str) -> str:
 
 def create_token(engine: Engine, name: str, scope: Scope) -> str:
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    with engine.begin() as conn:
-        conn.execute(
-            ApiToken.__table__.insert().values(  # type: ignore[attr-defined]
-                name=name,
-                token_hash=hash_token(token),
-                scope=scope,
-                created_at=datetime.now(UTC),
-                revoked=False,
-            )
-        )
+    with transaction(engine) as session:
+        tokens.add(session, name, hash_token(token), scope)
     return token
 
 
 def revoke_token(engine: Engine, name: str) -> bool:
-    with engine.begin() as conn:
-        result = conn.execute(update(ApiToken).where(ApiToken.name == name).values(revoked=True))
-    return bool(result.rowcount)
+    with transaction(engine) as session:
+        return tokens.revoke(session, name)
 
 
-def lookup(engine: Engine, token: str) -> Scope | None:
+def lookup(session: Session, token: str) -> Scope | None:
     """The scope of a valid, unrevoked token, else None (constant-time on the hash)."""
     digest = hash_token(token)
-    with engine.connect() as conn:
-        row = conn.execute(
-            select(ApiToken.scope, ApiToken.token_hash, ApiToken.revoked).where(
-                ApiToken.token_hash == digest
-            )
-        ).first()
+    row = tokens.by_hash(session, digest)
     if row is None or row.revoked or not secrets.compare_digest(row.token_hash, digest):
         return None
-    return row.scope
+    return "admin" if row.scope == "admin" else "read"
 
 
 def token_from_header(authorization: str | None) -> str | None:

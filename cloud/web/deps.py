@@ -1,16 +1,19 @@
-"""FastAPI dependencies: settings, engine, clip store and token checks."""
+"""FastAPI dependencies: settings, the request's database session, clip store, token checks."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
-from cloud.clipstore import ClipStore
-from cloud.settings import CloudSettings
-from cloud.web import auth
+from earwitness.cloud.clipstore import ClipStore
+from earwitness.cloud.db.engine import transaction
+from earwitness.cloud.settings import CloudSettings
+from earwitness.cloud.web import auth
 
 
 @dataclass
@@ -27,14 +30,26 @@ def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def _check(request: Request, state: AppState, needed: auth.Scope, browser: bool) -> str:
+def get_session(state: StateDep) -> Iterator[Session]:
+    """One transaction per request, shared by the token check and the route: committed
+    when the route returns, rolled back when it raises."""
+    with transaction(state.engine) as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def _check(
+    request: Request, state: AppState, session: Session, needed: auth.Scope, browser: bool
+) -> str:
     if not state.settings.web.auth:
         return "admin"
     token = auth.token_from_header(request.headers.get("authorization"))
     challenge = 'Basic realm="Earwitness"' if browser else "Bearer"
     if token is None:
         raise HTTPException(401, "an API token is required", {"WWW-Authenticate": challenge})
-    scope = auth.lookup(state.engine, token)
+    scope = auth.lookup(session, token)
     if scope is None:
         raise HTTPException(401, "invalid or revoked token", {"WWW-Authenticate": challenge})
     if needed == "admin" and scope != "admin":
@@ -42,16 +57,16 @@ def _check(request: Request, state: AppState, needed: auth.Scope, browser: bool)
     return scope
 
 
-def require_read(request: Request, state: StateDep) -> str:
-    return _check(request, state, "read", browser=False)
+def require_read(request: Request, state: StateDep, session: SessionDep) -> str:
+    return _check(request, state, session, "read", browser=False)
 
 
-def require_admin(request: Request, state: StateDep) -> str:
-    return _check(request, state, "admin", browser=False)
+def require_admin(request: Request, state: StateDep, session: SessionDep) -> str:
+    return _check(request, state, session, "admin", browser=False)
 
 
-def require_browser(request: Request, state: StateDep) -> str:
-    return _check(request, state, "read", browser=True)
+def require_browser(request: Request, state: StateDep, session: SessionDep) -> str:
+    return _check(request, state, session, "read", browser=True)
 
 
 ReadDep = Annotated[str, Depends(require_read)]

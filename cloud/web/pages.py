@@ -15,9 +15,10 @@ from fastapi.responses import HTMLResponse
 from folium.plugins import FastMarkerCluster, HeatMap
 from pydantic import BeforeValidator
 
-from cloud.web import queries
-from cloud.web.api import _filters
-from cloud.web.deps import BrowserDep, StateDep
+from earwitness.cloud.db.repo import clips, devices, events, inferences
+from earwitness.cloud.web.api import _filters
+from earwitness.cloud.web.deps import BrowserDep, SessionDep, StateDep
+from earwitness.shared.labels import OTHER_GROUP_COLOR, group_colors
 
 router = APIRouter()
 
@@ -44,13 +45,8 @@ CLUSTER_CSS = [
 ]
 HEAT_JS = [("leaflet-heat.js", f"{VENDOR}/heat/leaflet-heat.js")]
 
-GROUP_COLORS = {
-    "distress": "#d62728",
-    "alarm": "#ff7f0e",
-    "animal": "#2ca02c",
-    "speech": "#1f77b4",
-}
-OTHER_COLOR = "#9467bd"
+GROUP_COLORS = group_colors()  # shared/data/label_groups.yaml
+OTHER_COLOR = OTHER_GROUP_COLOR
 OFFLINE_COLOR = "#8c8c8c"
 LIVE_POLL_MS = 3000  # new detections show within 5 s
 
@@ -133,6 +129,7 @@ def _filter_form(params: dict[str, Any], groups: list[str]) -> str:
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 def map_page(
     state: StateDep,
+    session: SessionDep,
     _: BrowserDep,
     start: Blank[datetime] = None,
     end: Blank[datetime] = None,
@@ -144,16 +141,16 @@ def map_page(
     web = state.settings.web
     f = _filters(state, start, end, label, group, device, min_score)
     if device:
-        one = queries.device_by_id(state.engine, device)
+        one = devices.by_id(session, device)
         devs = [one] if one is not None else []
     else:
-        devs = queries.devices(state.engine)
+        devs = devices.list_all(session)
     located = [d for d in devs if d.lat is not None and d.lon is not None]
-    spots = queries.detection_spots(
-        state.engine, f, web.detection_min_score, web.map_detections_limit
+    spots = inferences.detection_spots(
+        session, f, web.detection_min_score, web.map_detections_limit
     )
     # A device's color: the group of its newest detection in the filtered range.
-    newest: dict[str, queries.DetectionSpot] = {}
+    newest: dict[str, inferences.DetectionSpot] = {}
     for spot in spots:
         if spot.device_id not in newest or spot.last_id > newest[spot.device_id].last_id:
             newest[spot.device_id] = spot
@@ -252,7 +249,7 @@ document.addEventListener('DOMContentLoaded', function () {{  // after folium's 
     _local_assets(heat, HEAT_JS, [])
     heat.add_to(fmap)
     event_layer = folium.FeatureGroup(name="events", show=False)
-    for ev in queries.events(state.engine, f, 2000):
+    for ev in events.listing(session, f, 2000):
         if ev.phase == "end" and ev.lat is not None:
             folium.CircleMarker(
                 [ev.lat, ev.lon or 0.0],
@@ -326,28 +323,35 @@ document.addEventListener('DOMContentLoaded', function () {{  // after folium's 
 
 @router.get("/devices/{device_id}/popup", response_class=HTMLResponse, include_in_schema=False)
 def device_popup(
-    state: StateDep, _: BrowserDep, device_id: Annotated[str, Path(max_length=64)]
+    state: StateDep,
+    session: SessionDep,
+    _: BrowserDep,
+    device_id: Annotated[str, Path(max_length=64)],
 ) -> HTMLResponse:
     """The map popup's content, fetched when the popup opens."""
-    device = queries.device_by_id(state.engine, device_id)
+    device = devices.by_id(session, device_id)
     if device is None:
         raise HTTPException(404, f"no device {device_id!r}")
     web = state.settings.web
-    latest = queries.latest_detections(state.engine, [device_id], web.detection_min_score)
-    clips = queries.clips(state.engine, device_id, 1)
-    return HTMLResponse(_popup(device, latest[device_id], clips[0].id if clips else None))
+    latest = inferences.latest_detections(session, [device_id], web.detection_min_score)
+    newest_clips = clips.listing(session, device_id, 1)
+    newest_clip = newest_clips[0].id if newest_clips else None
+    return HTMLResponse(_popup(device, latest[device_id], newest_clip))
 
 
 @router.get("/devices/{device_id}", response_class=HTMLResponse, include_in_schema=False)
 def device_page(
-    state: StateDep, _: BrowserDep, device_id: Annotated[str, Query(max_length=64)] | str
+    state: StateDep,
+    session: SessionDep,
+    _: BrowserDep,
+    device_id: Annotated[str, Query(max_length=64)] | str,
 ) -> HTMLResponse:
     e = html.escape
-    device = queries.device_by_id(state.engine, device_id)
+    device = devices.by_id(session, device_id)
     if device is None:
         raise HTTPException(404, f"no device {device_id!r}")
     f = _filters(state, None, None, None, None, device_id, None)
-    rows, _cursor = queries.inference_page(state.engine, f, 500, None)
+    rows, _cursor = inferences.page(session, f, 500, None)
     detections = [
         r
         for r in rows
@@ -379,19 +383,19 @@ def device_page(
     ev_rows = "".join(
         f"<tr><td>{e(_fmt_time(ev.started_at))}</td><td>{e(ev.phase)}</td><td>{e(ev.label)}</td>"
         f"<td>{ev.duration_s:.1f}s</td><td>{ev.peak_score:.2f}</td></tr>"
-        for ev in queries.events(state.engine, f, 50)
+        for ev in events.listing(session, f, 50)
     )
     clip_rows = "".join(
         f"<tr><td>{e(_fmt_time(c.started_at))}</td><td>{e(c.reason)}</td><td>{e(c.edge_label)}"
         f' {c.edge_score:.2f}</td><td><audio controls preload="none" '
         f'src="/api/v1/clips/{c.id}/audio"></audio></td></tr>'
-        for c in queries.clips(state.engine, device_id, 20)
+        for c in clips.listing(session, device_id, 20)
     )
     hb_rows = "".join(
         f"<tr><td>{e(_fmt_time(h.ts))}</td><td>{h.uptime_s:.0f}s</td><td>{h.windows_dropped}</td>"
         f"<td>{h.outbox_rows}</td><td>{h.outbox_dropped}</td><td>{h.clips_blocked_privacy}</td>"
         f"<td>{'' if h.cpu_temp_c is None else f'{h.cpu_temp_c:.1f} C'}</td></tr>"
-        for h in queries.heartbeats(state.engine, device_id, 20)
+        for h in devices.heartbeats(session, device_id, 20)
     )
     body = f"""<!doctype html><html><head><meta charset="utf-8">
 <title>{e(device.name or device.id)} · Earwitness</title>{PAGE_STYLE}</head><body>

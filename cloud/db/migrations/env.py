@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from cloud.db.models import Base
+from earwitness.cloud.db.models import Base
 
 target_metadata = Base.metadata
 engine = context.config.attributes.get("engine")

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from cloud.secondopinion.backends import Opinion, UnavailableBackend, opinion_from_scores
-from cloud.secondopinion.vggish import params
-from cloud.secondopinion.vggish.runtime import Head, VggishEmbedder
-from shared.audio import Waveform
-from shared.errors import ModelError
-from shared.labels import ClassMap, LabelGroups
-from shared.models import CLASS_MAP, locate, model_dir
+from earwitness.cloud.secondopinion.backends import Opinion, UnavailableBackend, opinion_from_scores
+from earwitness.cloud.secondopinion.vggish import params
+from earwitness.cloud.secondopinion.vggish.runtime import Head, VggishEmbedder
+from earwitness.shared.audio import Waveform
+from earwitness.shared.errors import ModelError
+from earwitness.shared.labels import ClassMap, LabelGroups
+from earwitness.shared.model_registry import CLASS_MAP, locate, model_dir
 
 
 class VGGish:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cloud.secondopinion.vggish import params
+from earwitness.cloud.secondopinion.vggish import params
 
 
 def _say(message: str) -> None:
@@ -15,19 +15,19 @@ def _say(message: str) -> None:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from cloud.secondopinion.vggish.convert import convert
-    from shared.models import model_dir
+    from earwitness.cloud.secondopinion.vggish.convert import convert
+    from earwitness.shared.model_registry import model_dir
 
     convert(args.checkpoint, args.pca, args.out_dir or model_dir(), progress=_say)
     return 0
 
 
 def _cmd_train_head(args: argparse.Namespace) -> int:
-    from cloud.secondopinion.vggish import head
-    from cloud.secondopinion.vggish.runtime import VggishEmbedder
-    from shared.evaluate import load_mapping
-    from shared.labels import ClassMap
-    from shared.models import CLASS_MAP, locate, model_dir
+    from earwitness.cloud.secondopinion.vggish import head
+    from earwitness.cloud.secondopinion.vggish.runtime import VggishEmbedder
+    from earwitness.shared.evaluate import load_mapping
+    from earwitness.shared.labels import ClassMap
+    from earwitness.shared.model_registry import CLASS_MAP, locate, model_dir
 
     directory = args.model_dir or model_dir()
     class_map = ClassMap.load(locate(CLASS_MAP, directory))
@@ -51,8 +51,8 @@ def _cmd_train_head(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from cloud.secondopinion.backends import UnavailableBackend
-    from cloud.secondopinion.vggish.backend import VGGish
+    from earwitness.cloud.secondopinion.backends import UnavailableBackend
+    from earwitness.cloud.secondopinion.vggish.backend import VGGish
 
     try:
         backend = VGGish(args.model_dir)

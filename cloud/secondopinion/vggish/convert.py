@@ -17,10 +17,10 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 
-from cloud.secondopinion.vggish import graph, params
-from cloud.secondopinion.vggish.postprocess import Pca
-from shared.errors import ModelError
-from shared.models import sha256_of
+from earwitness.cloud.secondopinion.vggish import graph, params
+from earwitness.cloud.secondopinion.vggish.postprocess import Pca
+from earwitness.shared.errors import ModelError
+from earwitness.shared.model_registry import sha256_of
 
 Progress = Callable[[str], None]
 

@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from cloud.secondopinion.vggish import params
-from shared.audio import Waveform
-from shared.frontend import STFT_HOP, STFT_WINDOW, FloatArray, magnitude_spectrogram, mel_matrix
+from earwitness.cloud.secondopinion.vggish import params
+from earwitness.shared.audio import Waveform
+from earwitness.shared.frontend import (
+    STFT_HOP,
+    STFT_WINDOW,
+    FloatArray,
+    magnitude_spectrogram,
+    mel_matrix,
+)
 
 MIN_SAMPLES = (params.NUM_FRAMES - 1) * STFT_HOP + STFT_WINDOW  # 15600: one example
 

@@ -17,7 +17,7 @@ import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from cloud.secondopinion.vggish import params
+from earwitness.cloud.secondopinion.vggish import params
 
 OPSET = 17
 INPUT = "features"
@@ -110,7 +110,7 @@ def head_model(
 ) -> onnx.ModelProto:
     """Classifier head: uint8 post-processed embeddings (n, 128) -> sigmoid scores (n, C).
     The dequantization is part of the graph so the head consumes the release format."""
-    from cloud.secondopinion.vggish.postprocess import QUANT_SCALE
+    from earwitness.cloud.secondopinion.vggish.postprocess import QUANT_SCALE
 
     if weights.shape != (params.EMBEDDING_SIZE, len(classes)) or bias.shape != (len(classes),):
         raise ValueError(

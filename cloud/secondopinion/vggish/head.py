@@ -17,13 +17,13 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 
-from cloud.secondopinion.vggish import graph, params
-from cloud.secondopinion.vggish.postprocess import dequantize
-from cloud.secondopinion.vggish.runtime import VggishEmbedder
-from shared import audio
-from shared.errors import ModelError
-from shared.evaluate import read_meta
-from shared.labels import ClassMap
+from earwitness.cloud.secondopinion.vggish import graph, params
+from earwitness.cloud.secondopinion.vggish.postprocess import dequantize
+from earwitness.cloud.secondopinion.vggish.runtime import VggishEmbedder
+from earwitness.shared import audio
+from earwitness.shared.errors import ModelError
+from earwitness.shared.evaluate import read_meta
+from earwitness.shared.labels import ClassMap
 
 Progress = Callable[[int, int], None]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from cloud.secondopinion.vggish import params
-from shared.errors import ModelError
+from earwitness.cloud.secondopinion.vggish import params
+from earwitness.shared.errors import ModelError
 
 QUANT_RANGE = params.QUANTIZE_MAX_VAL - params.QUANTIZE_MIN_VAL
 QUANT_SCALE = QUANT_RANGE / 255.0

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from cloud.secondopinion.vggish import frontend, graph, params
-from cloud.secondopinion.vggish.postprocess import Pca
-from shared.audio import Waveform
-from shared.errors import ModelError
-from shared.models import sha256_of
+from earwitness.cloud.secondopinion.vggish import frontend, graph, params
+from earwitness.cloud.secondopinion.vggish.postprocess import Pca
+from earwitness.shared.audio import Waveform
+from earwitness.shared.errors import ModelError
+from earwitness.shared.model_registry import sha256_of
 
 
 def session(path: Path, threads: int) -> Any:

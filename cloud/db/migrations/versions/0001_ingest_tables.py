@@ -11,8 +11,25 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-import cloud.db.types
-from cloud.db.models import AUDIO_INGESTION_VIEW
+from earwitness.cloud.db.types import UtcDateTime
+
+# Frozen here, not imported from models: a migration must not change when the models do.
+# The original prototype's table, as a view, so existing queries keep working.
+_AUDIO_INGESTION_VIEW = """
+CREATE VIEW audio_ingestion AS
+SELECT
+    i.id AS id,
+    i.label AS inference,
+    i.second_label AS second_inference,
+    i.inference_ms AS inference_yamnet_time,
+    i.lat AS lat,
+    i.lon AS `long`,
+    i.window_start AS sensor_current_time,
+    i.received_at AS `datetime`,
+    i.device_id AS device_id
+FROM inferences i
+"""
+
 
 revision = "0001"
 down_revision = None
@@ -26,7 +43,7 @@ def upgrade() -> None:
         sa.Column("device_id", sa.String(length=64), nullable=False),
         sa.Column("epoch", sa.String(length=32), nullable=False),
         sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("updated_at", cloud.db.types.UtcDateTime(), nullable=False),
+        sa.Column("updated_at", UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("device_id", "epoch"),
         mariadb_charset="utf8mb4",
         mariadb_collate="utf8mb4_unicode_ci",
@@ -50,8 +67,8 @@ def upgrade() -> None:
         sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("reason", sa.String(length=16), nullable=False),
         sa.Column("event_id", sa.String(length=64), nullable=True),
-        sa.Column("started_at", cloud.db.types.UtcDateTime(), nullable=False),
-        sa.Column("window_start", cloud.db.types.UtcDateTime(), nullable=False),
+        sa.Column("started_at", UtcDateTime(), nullable=False),
+        sa.Column("window_start", UtcDateTime(), nullable=False),
         sa.Column("duration_s", sa.Float(), nullable=False),
         sa.Column("sample_rate", sa.Integer(), nullable=False),
         sa.Column("sha256", sa.String(length=64), nullable=False),
@@ -71,10 +88,10 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("model_id", sa.String(length=80), nullable=False),
-        sa.Column("received_at", cloud.db.types.UtcDateTime(), nullable=False),
+        sa.Column("received_at", UtcDateTime(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("lease_until", cloud.db.types.UtcDateTime(), nullable=True),
+        sa.Column("lease_until", UtcDateTime(), nullable=True),
         sa.Column("worker", sa.String(length=128), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
@@ -109,7 +126,7 @@ def upgrade() -> None:
         ),
         sa.Column("payload_size", sa.Integer(), nullable=False),
         sa.Column("error", sa.Text(), nullable=False),
-        sa.Column("received_at", cloud.db.types.UtcDateTime(), nullable=False),
+        sa.Column("received_at", UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         mariadb_charset="utf8mb4",
         mariadb_collate="utf8mb4_unicode_ci",
@@ -130,10 +147,10 @@ def upgrade() -> None:
         sa.Column("lon", sa.Float(precision=53), nullable=True),
         sa.Column("model_id", sa.String(length=80), nullable=True),
         sa.Column("software_version", sa.String(length=40), nullable=True),
-        sa.Column("first_seen", cloud.db.types.UtcDateTime(), nullable=False),
-        sa.Column("last_seen", cloud.db.types.UtcDateTime(), nullable=False),
+        sa.Column("first_seen", UtcDateTime(), nullable=False),
+        sa.Column("last_seen", UtcDateTime(), nullable=False),
         sa.Column("online", sa.Boolean(), nullable=False),
-        sa.Column("status_at", cloud.db.types.UtcDateTime(), nullable=True),
+        sa.Column("status_at", UtcDateTime(), nullable=True),
         sa.Column("config_error", sa.Text(), nullable=True),
         sa.Column(
             "last_heartbeat",
@@ -167,14 +184,14 @@ def upgrade() -> None:
         sa.Column("phase", sa.String(length=8), nullable=False),
         sa.Column("label", sa.String(length=128), nullable=False),
         sa.Column("group_name", sa.String(length=64), nullable=True),
-        sa.Column("started_at", cloud.db.types.UtcDateTime(), nullable=False),
+        sa.Column("started_at", UtcDateTime(), nullable=False),
         sa.Column("duration_s", sa.Float(), nullable=False),
         sa.Column("peak_score", sa.Float(), nullable=False),
         sa.Column("windows", sa.Integer(), nullable=False),
         sa.Column("peak_dbfs", sa.Float(), nullable=False),
         sa.Column("lat", sa.Float(precision=53), nullable=True),
         sa.Column("lon", sa.Float(precision=53), nullable=True),
-        sa.Column("received_at", cloud.db.types.UtcDateTime(), nullable=False),
+        sa.Column("received_at", UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("message_id"),
         mariadb_charset="utf8mb4",
@@ -200,7 +217,7 @@ def upgrade() -> None:
         sa.Column("message_id", sa.String(length=64), nullable=False),
         sa.Column("device_id", sa.String(length=64), nullable=False),
         sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("ts", cloud.db.types.UtcDateTime(), nullable=False),
+        sa.Column("ts", UtcDateTime(), nullable=False),
         sa.Column("uptime_s", sa.Float(), nullable=False),
         sa.Column(
             "windows_dropped", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
@@ -222,7 +239,7 @@ def upgrade() -> None:
             sa.JSON().with_variant(mysql.JSON(), "mariadb").with_variant(mysql.JSON(), "mysql"),
             nullable=False,
         ),
-        sa.Column("received_at", cloud.db.types.UtcDateTime(), nullable=False),
+        sa.Column("received_at", UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("message_id"),
         mariadb_charset="utf8mb4",
@@ -247,7 +264,7 @@ def upgrade() -> None:
         sa.Column("device_id", sa.String(length=64), nullable=False),
         sa.Column("site", sa.String(length=64), nullable=False),
         sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("window_start", cloud.db.types.UtcDateTime(), nullable=False),
+        sa.Column("window_start", UtcDateTime(), nullable=False),
         sa.Column("window_s", sa.Float(), nullable=False),
         sa.Column("label", sa.String(length=128), nullable=False),
         sa.Column("label_index", sa.SmallInteger(), nullable=False),
@@ -276,7 +293,7 @@ def upgrade() -> None:
         sa.Column("model_id", sa.String(length=80), nullable=False),
         sa.Column("lat", sa.Float(precision=53), nullable=True),
         sa.Column("lon", sa.Float(precision=53), nullable=True),
-        sa.Column("received_at", cloud.db.types.UtcDateTime(), nullable=False),
+        sa.Column("received_at", UtcDateTime(), nullable=False),
         sa.Column("second_label", sa.String(length=128), nullable=True),
         sa.Column("second_score", sa.Float(), nullable=True),
         sa.Column("second_agree", sa.Boolean(), nullable=True),
@@ -319,7 +336,7 @@ def upgrade() -> None:
         mysql_engine="InnoDB",
     )
 
-    op.execute(AUDIO_INGESTION_VIEW)
+    op.execute(_AUDIO_INGESTION_VIEW)
 
 
 def downgrade() -> None:

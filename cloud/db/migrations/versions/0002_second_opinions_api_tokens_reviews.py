@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-import cloud.db.types
+from earwitness.cloud.db.types import UtcDateTime
 
 revision = "0002"
 down_revision = "0001"
@@ -31,8 +31,8 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=128), nullable=False),
         sa.Column("token_hash", sa.String(length=64), nullable=False),
         sa.Column("scope", sa.String(length=16), nullable=False),
-        sa.Column("created_at", cloud.db.types.UtcDateTime(), nullable=False),
-        sa.Column("last_used", cloud.db.types.UtcDateTime(), nullable=True),
+        sa.Column("created_at", UtcDateTime(), nullable=False),
+        sa.Column("last_used", UtcDateTime(), nullable=True),
         sa.Column("revoked", sa.Boolean(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("name"),
@@ -58,7 +58,7 @@ def upgrade() -> None:
         sa.Column("correct", sa.Boolean(), nullable=False),
         sa.Column("reviewer", sa.String(length=128), nullable=False),
         sa.Column("note", sa.Text(), nullable=True),
-        sa.Column("created_at", cloud.db.types.UtcDateTime(), nullable=False),
+        sa.Column("created_at", UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         mariadb_charset="utf8mb4",
         mariadb_collate="utf8mb4_unicode_ci",
@@ -95,7 +95,7 @@ def upgrade() -> None:
         sa.Column("edge_group", sa.String(length=64), nullable=True),
         sa.Column("top1_agree", sa.Boolean(), nullable=False),
         sa.Column("group_agree", sa.Boolean(), nullable=True),
-        sa.Column("created_at", cloud.db.types.UtcDateTime(), nullable=False),
+        sa.Column("created_at", UtcDateTime(), nullable=False),
         sa.ForeignKeyConstraint(["clip_id"], ["clips.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("clip_id", "backend", name="uq_second_opinions_clip_backend"),

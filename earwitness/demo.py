@@ -10,22 +10,22 @@ from __future__ import annotations
 import logging
 import socket
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
-
-from cloud.broker import EmbeddedBroker
-from cloud.clipstore import FileClipStore
-from cloud.db.engine import make_engine
-from cloud.db.migrate import upgrade
-from cloud.db.models import Inference
-from cloud.ingest.consumer import IngestService
-from cloud.settings import CloudSettings
-from shared.lifecycle import stop_on_signals
+from earwitness.cloud.broker import EmbeddedBroker
+from earwitness.cloud.clipstore import FileClipStore
+from earwitness.cloud.db.engine import make_engine, transaction
+from earwitness.cloud.db.migrate import upgrade
+from earwitness.cloud.db.repo import inferences
+from earwitness.cloud.ingest.consumer import IngestService
+from earwitness.cloud.secondopinion.worker import SecondOpinionService
+from earwitness.cloud.settings import CloudSettings
+from earwitness.edge.agent import EdgeAgent
+from earwitness.shared.lifecycle import stop_on_signals
+from earwitness.shared.service import DEFAULT_STOP_TIMEOUT_S, Service
 
 log = logging.getLogger("earwitness.demo")
 
@@ -84,11 +84,8 @@ class Demo:
         )
         self.engine = make_engine(self.db_url)
         self.agents: list[Any] = []
-        self.ingest: IngestService | None = None
-        self._web_server: Any = None
-        self._web_thread: threading.Thread | None = None
-        self._so_stop = threading.Event()
-        self._so_thread: threading.Thread | None = None
+        # Started in order, stopped in reverse: devices first, the broker last.
+        self.services: list[Service] = []
 
     def start(self) -> None:
         (self.data_dir / "broker").mkdir(parents=True, exist_ok=True)
@@ -97,10 +94,9 @@ class Demo:
         print(f"broker: embedded {self.broker.kind} on 127.0.0.1:{self.broker_port}", flush=True)
         upgrade(self.engine)
         print(f"database: {self.db_url} (migrated)", flush=True)
-        self.ingest = IngestService(
-            self.settings, self.engine, FileClipStore(self.data_dir / "clips")
+        self._start(
+            IngestService(self.settings, self.engine, FileClipStore(self.data_dir / "clips"))
         )
-        self.ingest.start()
         self._start_web()
         self._start_second_opinion()
         self._start_devices()
@@ -110,8 +106,8 @@ class Demo:
         )
 
     def _start_second_opinion(self) -> None:
-        from cloud.secondopinion.backends import UnavailableBackend, YamnetReference
-        from cloud.secondopinion.worker import Worker
+        from earwitness.cloud.secondopinion.backends import UnavailableBackend, YamnetReference
+        from earwitness.cloud.secondopinion.worker import Worker
 
         try:
             backend = YamnetReference(self.model_dir)
@@ -125,31 +121,27 @@ class Demo:
             budget_per_minute=120,
             name="demo-second-opinion",
         )
-        self._so_thread = threading.Thread(
-            target=worker.run, args=(self._so_stop,), name="second-opinion", daemon=True
-        )
-        self._so_thread.start()
+        self._start(SecondOpinionService(worker))
         print("second opinion: yamnet-reference worker running", flush=True)
 
-    def _start_web(self) -> None:
-        import uvicorn
+    def _start(self, service: Service) -> None:
+        self.services.append(service)  # appended first: a failed start is stopped too
+        service.start()
 
-        from cloud.web.app import create_app
+    def _start_web(self) -> None:
+        from earwitness.cloud.web.app import create_app
+        from earwitness.cloud.web.server import WebService
 
         app = create_app(self.settings, self.engine, FileClipStore(self.data_dir / "clips"))
-        self._web_server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.web_port, log_level="warning")
-        )
-        self._web_thread = threading.Thread(target=self._web_server.run, name="web", daemon=True)
-        self._web_thread.start()
-        print(f"web: http://127.0.0.1:{self.web_port}/", flush=True)
+        web = WebService(app, "127.0.0.1", self.web_port)
+        self._start(web)
+        print(f"web: {web.url}", flush=True)
 
     def _start_devices(self) -> None:
         import soundfile as sf
 
-        from edge.agent import EdgeAgent
-        from edge.config import EdgeConfig
-        from edge.soundscape import soundscape
+        from earwitness.edge.config import EdgeSettings
+        from earwitness.edge.soundscape import soundscape
 
         scapes = self.data_dir / "soundscapes"
         scapes.mkdir(exist_ok=True)
@@ -166,7 +158,7 @@ class Demo:
                 if not path.exists():
                     sf.write(path, soundscape(self.seed * 100 + i, 60.0), 16000)
                 source = {"kind": "file", "path": str(path), "realtime": True, "loop": True}
-            cfg = EdgeConfig(
+            cfg = EdgeSettings(
                 device={
                     "id": dev.id,
                     "site": "demo",
@@ -183,7 +175,7 @@ class Demo:
                 runtime={"clips": {"every_n": 20}},
             )
             agent = EdgeAgent(cfg)
-            agent.start()
+            self._start(agent)
             self.agents.append(agent)
             print(
                 f"device {dev.id}: {dev.name} ({dev.lat:.4f}, {dev.lon:.4f}),"
@@ -192,32 +184,17 @@ class Demo:
             )
 
     def status_line(self) -> str:
-        with self.engine.connect() as conn:
-            counts = dict(
-                conn.execute(
-                    select(Inference.device_id, func.count()).group_by(Inference.device_id)
-                ).all()
-            )
+        with transaction(self.engine) as session:
+            counts = {c.device_id: c.count for c in inferences.counts_per_device(session)}
         parts = [f"{a.cfg.device.id} {counts.get(a.cfg.device.id, 0)}" for a in self.agents]
         return "stored windows: " + ", ".join(parts)
 
-    def heartbeat(self) -> None:
-        for agent in self.agents:
-            agent.send_heartbeat()
-
     def stop(self) -> None:
         print("stopping...", flush=True)
-        for agent in self.agents:
-            agent.stop(flush_s=1.0)
-        self._so_stop.set()
-        if self._so_thread:
-            self._so_thread.join(5)
-        if self.ingest:
-            self.ingest.stop()
-        if self._web_server is not None:
-            self._web_server.should_exit = True
-            if self._web_thread:
-                self._web_thread.join(5)
+        for service in reversed(self.services):
+            # Agents flush for a second: the demo's data is disposable.
+            service.stop(1.0 if isinstance(service, EdgeAgent) else DEFAULT_STOP_TIMEOUT_S)
+        self.services.clear()
         self.broker.stop()
         self.engine.dispose()
         print("stopped.", flush=True)
@@ -239,22 +216,19 @@ def run(args: Any) -> int:
         args.broker,
     )
     stop = stop_on_signals()
-    demo.start()
-    started = time.monotonic()
-    next_report = started + 10
-    next_heartbeat = started + 5
     try:
+        demo.start()
+        started = time.monotonic()
+        next_report = started + 10
         while not stop.wait(0.5):
             now = time.monotonic()
-            if now >= next_heartbeat:
-                demo.heartbeat()
-                next_heartbeat = now + 15
             if now >= next_report:
                 print(demo.status_line(), flush=True)
                 next_report = now + 10
             if args.seconds and now - started >= args.seconds:
                 break
     finally:
-        print(demo.status_line(), flush=True)
+        if demo.agents:
+            print(demo.status_line(), flush=True)
         demo.stop()
     return 0

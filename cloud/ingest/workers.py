@@ -1,4 +1,4 @@
-"""Run validation and database writes in a child process.
+"""Store processes: validation and database writes in child processes.
 
 One Python process holds one GIL: paho's network thread and the writer took turns on a
 single core (~130 µs of Python per message). In a child process the writer gets a core
@@ -18,7 +18,8 @@ from datetime import datetime
 from multiprocessing.connection import Connection
 from typing import Any
 
-from cloud.ingest.writer import BatchWriter, Limits, RawMessage, WriteResult, prepare
+from earwitness.cloud.ingest.store import BatchStore, WriteResult
+from earwitness.cloud.ingest.validate import Limits, RawMessage, prepare
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ SPAWN = mp.get_context("spawn")  # never fork a process that runs threads (paho,
 
 
 @dataclass(frozen=True)
-class ChildConfig:
+class StoreProcessConfig:
     database_url: str
     clips_url: str
     s3_endpoint: str | None
@@ -36,22 +37,22 @@ class ChildConfig:
     max_retries: int
 
 
-class WriterProcessError(Exception):
+class StoreProcessError(Exception):
     """The child could not store the batch (database down, ...): retry it later."""
 
 
-def _child_main(conn: Connection, cfg: ChildConfig) -> None:
+def _child_main(conn: Connection, cfg: StoreProcessConfig) -> None:
     # The parent decides when this process ends (it sends None, or its end of the pipe
     # closes when it dies). Ctrl-C in a terminal, or a SIGTERM to the whole process
     # group, must not end a batch half-written while the parent waits for it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from cloud.clipstore import open_store
-    from cloud.db.engine import make_engine
+    from earwitness.cloud.clipstore import open_store
+    from earwitness.cloud.db.engine import make_engine
 
     engine = make_engine(cfg.database_url)
     store = open_store(cfg.clips_url, cfg.s3_endpoint)
-    writer = BatchWriter(engine, cfg.max_retries)
+    batches = BatchStore(engine, cfg.max_retries)
     conn.send(("ready", None))
     while True:
         try:
@@ -66,16 +67,17 @@ def _child_main(conn: Connection, cfg: ChildConfig) -> None:
                 store,
                 cfg.limits,
             )
-            result = writer.write(prepared)
+            result = batches.store(prepared)
             conn.send(("ok", result))
         except Exception as exc:  # reported to the parent, which holds the batch and retries
             conn.send(("error", f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"))
 
 
-class ProcessWriter:
-    """The parent's handle: ``write(batch)`` blocks until the child committed it."""
+class StoreProcess:
+    """The parent's handle on one child: ``submit(batch)``, then ``result()`` waits for the
+    commit."""
 
-    def __init__(self, cfg: ChildConfig) -> None:
+    def __init__(self, cfg: StoreProcessConfig) -> None:
         self.cfg = cfg
         self._conn: Connection | None = None
         self._proc: Any = None
@@ -85,54 +87,48 @@ class ProcessWriter:
         must not wait for an interpreter to start."""
         parent, child = SPAWN.Pipe()
         self._proc = SPAWN.Process(
-            target=_child_main, args=(child, self.cfg), name="ingest-writer-process", daemon=True
+            target=_child_main, args=(child, self.cfg), name="ingest-store-process", daemon=True
         )
         self._proc.start()
         child.close()
         self._conn = parent
         if not parent.poll(timeout_s):
-            log.warning("writer process not ready after %.0f s; continuing", timeout_s)
+            log.warning("store process not ready after %.0f s; continuing", timeout_s)
             return
         try:
             parent.recv()  # ("ready", None)
         except EOFError:
             self._conn = None
-            log.error("writer process exited while starting (code %s)", self._proc.exitcode)
+            log.error("store process exited while starting (code %s)", self._proc.exitcode)
 
     def submit(self, batch: list[RawMessage]) -> None:
         """Hand a batch to the child; ``result()`` waits for its commit. Between the two
         the parent is free (it acknowledges the previous batch meanwhile)."""
         if self._conn is None or self._proc is None or not self._proc.is_alive():
             if self._proc is not None:
-                log.error(
-                    "writer process exited (code %s); starting a new one", self._proc.exitcode
-                )
+                log.error("store process exited (code %s); starting a new one", self._proc.exitcode)
                 self._proc.join(1.0)
             self.start()
             if self._conn is None:
-                raise WriterProcessError("writer process could not start")
+                raise StoreProcessError("store process could not start")
         try:
             self._conn.send([(m.topic, m.payload, m.received) for m in batch])
         except OSError as exc:
             self._conn = None
-            raise WriterProcessError(f"writer process lost: {exc!r}") from exc
+            raise StoreProcessError(f"store process lost: {exc!r}") from exc
 
     def result(self) -> WriteResult:
         if self._conn is None:
-            raise WriterProcessError("writer process lost before it answered")
+            raise StoreProcessError("store process lost before it answered")
         try:
             status, value = self._conn.recv()
         except (EOFError, OSError) as exc:
             self._conn = None
-            raise WriterProcessError(f"writer process lost: {exc!r}") from exc
+            raise StoreProcessError(f"store process lost: {exc!r}") from exc
         if status != "ok":
-            raise WriterProcessError(value)
+            raise StoreProcessError(value)
         result: WriteResult = value
         return result
-
-    def write(self, batch: list[RawMessage]) -> WriteResult:
-        self.submit(batch)
-        return self.result()
 
     def close(self, timeout_s: float = 5.0) -> None:
         if self._conn is not None:

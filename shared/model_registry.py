@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from shared.errors import ModelError
+from earwitness.shared.errors import ModelError
 
 MODEL_DIR_ENV = "EARWITNESS_MODEL_DIR"
 MIRROR_ENV = "EARWITNESS_MODEL_MIRROR"

@@ -1,0 +1,138 @@
+"""Everything that differs between MySQL/MariaDB and SQLite, in one place.
+
+Repositories call these helpers instead of asking which database they are on: idempotent
+inserts, upserts, ``GREATEST`` and row locks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
+from typing import Any, TypeVar, cast
+
+from sqlalchemy import ColumnElement, Connection, Engine, Executable, Select, Table, func
+from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Session
+
+Bind = Session | Connection | Engine
+
+
+def is_mysql(bind: Bind) -> bool:
+    """MySQL or MariaDB (both speak the MySQL dialect here); anything else is SQLite."""
+    dialect = bind.get_bind().dialect if isinstance(bind, Session) else bind.dialect
+    return dialect.name in ("mysql", "mariadb")
+
+
+def _connection(session: Session) -> Connection:
+    return session.connection()
+
+
+def greatest(session: Session, a: Any, b: Any) -> ColumnElement[Any]:
+    """The larger of two values: GREATEST on MySQL, two-argument MAX on SQLite."""
+    return func.greatest(a, b) if is_mysql(session) else func.max(a, b)
+
+
+# Unbounded: Select is invariant in its row type, so a bound would reject Select[str, int].
+SelectT = TypeVar("SelectT")
+
+
+def lock_rows(session: Session, query: SelectT, skip_locked: bool = False) -> SelectT:
+    """``FOR UPDATE`` (optionally ``SKIP LOCKED``) where the database has row locks; SQLite
+    serializes writers instead, so the query is returned unchanged there."""
+    if not is_mysql(session):
+        return query
+    return cast(SelectT, cast(Select[Any], query).with_for_update(skip_locked=skip_locked))
+
+
+# What an upsert writes on conflict, given the proposed row (MySQL ``inserted``, SQLite
+# ``excluded``) and the table: column name -> SQL expression.
+UpdateBuilder = Callable[[Any, Table], Mapping[str, Any]]
+
+
+def upsert(
+    session: Session,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    conflict_columns: Sequence[str],
+    on_conflict: UpdateBuilder,
+) -> None:
+    """Insert rows; where ``conflict_columns`` (a unique key) already exist, update the
+    stored row with ``on_conflict(proposed, table)``."""
+    if not rows:
+        return
+    if is_mysql(session):
+        mstmt = mysql_insert(table)
+        stmt: Executable = mstmt.on_duplicate_key_update(**on_conflict(mstmt.inserted, table))
+    else:
+        sstmt = sqlite_insert(table)
+        stmt = sstmt.on_conflict_do_update(
+            index_elements=list(conflict_columns), set_=dict(on_conflict(sstmt.excluded, table))
+        )
+    session.execute(stmt, list(rows))
+
+
+def insert_ignore(
+    session: Session, table: Table, rows: Sequence[Mapping[str, Any]], key: str
+) -> int:
+    """Insert rows, skipping those whose unique key exists. Returns rows inserted.
+
+    ``key`` names a column of the unique key that conflicts; on MySQL it is assigned to
+    itself, so it must never be a column whose value could differ (never a data column).
+
+    MySQL: ``INSERT ... ON DUPLICATE KEY UPDATE key = key`` (a no-op that, unlike INSERT
+    IGNORE, does not also swallow data errors). SQLite: ``ON CONFLICT DO NOTHING``.
+    """
+    if not rows:
+        return 0
+    conn = _connection(session)
+    if is_mysql(session):
+        return _mysql_insert_ignore(conn, table, rows, key)
+    stmt: Executable = sqlite_insert(table).on_conflict_do_nothing()
+    return max(0, int(conn.execute(stmt, list(rows)).rowcount))
+
+
+Processor = Callable[[Any], Any] | None
+
+
+@lru_cache(maxsize=64)
+def _mysql_plan(
+    table: Table, columns: tuple[str, ...], key: str, dialect: Dialect
+) -> tuple[str, tuple[Processor, ...]]:
+    """The statement text and each column's own SQLAlchemy bind processor (UTC datetimes,
+    JSON), computed once per table and column set instead of once per row."""
+    missing = [c for c in (*columns, key) if c not in table.c]
+    if missing:
+        raise KeyError(f"{table.name} has no column(s) {missing}")
+    names = ", ".join(dialect.identifier_preparer.quote(c) for c in columns)
+    quoted_key = dialect.identifier_preparer.quote(key)
+    table_name = dialect.identifier_preparer.format_table(table)
+    placeholders = ", ".join(["%s"] * len(columns))
+    sql = (
+        f"INSERT INTO {table_name} ({names}) VALUES ({placeholders})"
+        f" ON DUPLICATE KEY UPDATE {quoted_key} = {quoted_key}"
+    )
+    procs = tuple(table.c[c].type._cached_bind_processor(dialect) for c in columns)
+    return sql, procs
+
+
+def _mysql_insert_ignore(
+    conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], key: str
+) -> int:
+    """Many rows through the driver's multi-row ``executemany`` without SQLAlchemy's
+    per-row statement machinery, which cost more than the database at 10,000 rows/s.
+    Rows must all have the same keys (they come from one row builder)."""
+    columns = tuple(rows[0])
+    if any(tuple(row) != columns for row in rows):
+        raise ValueError(f"{table.name}: rows with different columns in one insert")
+    sql, procs = _mysql_plan(table, columns, key, conn.dialect)
+    params = [
+        tuple(
+            value if proc is None else proc(value)
+            for value, proc in zip(row.values(), procs, strict=True)
+        )
+        for row in rows
+    ]
+    result = conn.exec_driver_sql(sql, params)
+    return max(0, int(result.rowcount))

@@ -1,0 +1,144 @@
+"""Commit a validated batch in one transaction, then advance the ack watermarks.
+
+The transaction stores data rows idempotently (keyed by message id), dead letters, and
+the (device, epoch, seq) of everything stored. A second short transaction advances the
+per-device ack watermark: the highest seq such that it and every lower seq are stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine
+from sqlalchemy import exc as sa_exc
+
+from earwitness.cloud.db.engine import transaction
+from earwitness.cloud.db.repo import acks, clips, dead_letters, devices, events, inferences
+from earwitness.cloud.ingest.validate import Prepared, SeqKey
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass
+class WriteResult:
+    stored: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    watermarks: dict[SeqKey, int] = field(default_factory=dict)
+    kinds: dict[str, int] = field(default_factory=dict)
+    lags_s: list[float] = field(default_factory=list)
+    db_retries: int = 0  # retries this write needed after transient database errors
+
+
+def seq_runs(seqs: set[tuple[str, str, str, int]]) -> list[dict[str, Any]]:
+    """Stored seqs as pending_seqs rows: one per contiguous run per (device, epoch)."""
+    runs: list[dict[str, Any]] = []
+    for _site, device, epoch, seq in sorted(seqs):
+        last = runs[-1] if runs else None
+        if (
+            last
+            and last["device_id"] == device
+            and last["epoch"] == epoch
+            and (seq == last["seq_end"] + 1)
+        ):
+            last["seq_end"] = seq
+        else:
+            runs.append({"device_id": device, "epoch": epoch, "seq": seq, "seq_end": seq})
+    return runs
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Deadlocks, lock timeouts and lost connections: retry the whole batch."""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(
+        exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.DisconnectionError
+    )
+
+
+def with_retries(
+    fn: Callable[[], T], attempts: int, on_retry: Callable[[int, BaseException], None]
+) -> T:
+    delay = 0.05
+    for attempt in range(attempts + 1):
+        try:
+            return fn()
+        except sa_exc.SQLAlchemyError as exc:
+            if not is_transient(exc) or attempt == attempts:
+                raise
+            on_retry(attempt + 1, exc)
+            time.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, 2.0)
+    raise AssertionError("unreachable")
+
+
+class BatchStore:
+    """Stores prepared batches; retries transient database errors with jittered backoff."""
+
+    def __init__(self, engine: Engine, max_retries: int = 8) -> None:
+        self.engine = engine
+        self.max_retries = max_retries
+        self.retries = 0
+
+    def _on_retry(self, attempt: int, exc: BaseException) -> None:
+        self.retries += 1
+        log.warning(
+            "database error, retrying batch (attempt %d): %s",
+            attempt,
+            str(exc).splitlines()[0][:200],
+        )
+
+    # -- data -----------------------------------------------------------------------
+    def store(self, p: Prepared) -> WriteResult:
+        retries_before = self.retries
+        result = with_retries(lambda: self._store_once(p), self.max_retries, self._on_retry)
+        result.watermarks = self.advance_watermarks(p)
+        result.kinds = dict(p.kinds)
+        result.lags_s = p.lags_s
+        result.db_retries = self.retries - retries_before
+        return result
+
+    def _store_once(self, p: Prepared) -> WriteResult:
+        result = WriteResult()
+        with transaction(self.engine) as session:
+            devices.record_seen(session, list(p.devices.values()))
+            inserted = 0
+            inserted += inferences.add_many(session, p.inferences)
+            inserted += events.add_many(session, p.events)
+            inserted += clips.add_many(session, p.clips)
+            inserted += devices.add_heartbeats(session, p.heartbeats)
+            dead_letters.add_many(session, p.dead)
+            for status in p.statuses:
+                devices.apply_status(
+                    session, status.device, status.state == "online", status.ts, status.config_error
+                )
+            for device, hb in p.latest_heartbeat.items():
+                payload = hb.model_dump(mode="json", exclude={"v", "kind"})
+                devices.set_last_heartbeat(session, device, payload)
+            acks.record_runs(session, seq_runs(p.seqs))
+        result.stored = inserted
+        result.duplicates = p.data_rows - inserted
+        result.dead_letters = len(p.dead)
+        return result
+
+    # -- acknowledgements ------------------------------------------------------------
+    def advance_watermarks(self, p: Prepared) -> dict[SeqKey, int]:
+        keys = sorted({(s, d, e) for (s, d, e, _q) in p.seqs} | set(p.floors))
+        if not keys:
+            return {}
+        site_of = {(d, e): s for s, d, e in keys}
+        floors = {(d, e): floor for (_s, d, e), floor in p.floors.items()}
+
+        def once() -> dict[acks.Stream, int]:
+            with transaction(self.engine) as session:
+                return acks.advance_watermarks(session, list(site_of), floors)
+
+        marks = with_retries(once, self.max_retries, self._on_retry)
+        return {(site_of[stream], *stream): mark for stream, mark in marks.items()}
