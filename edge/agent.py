@@ -36,6 +36,7 @@ from earwitness.shared.frontend import PATCH_SAMPLES, PATCH_SECONDS, StreamingFr
 from earwitness.shared.labels import ClassMap, LabelGroups
 from earwitness.shared.messages import (
     ClipMessage,
+    DeviceState,
     EventMessage,
     HeartbeatMessage,
     InferenceMessage,
@@ -401,7 +402,7 @@ class EdgeAgent(Service):
             self.metrics.inc("clips_sent_total")
 
     # -- status, heartbeat, config ------------------------------------------------------------
-    def status_message(self, state: str) -> StatusMessage:
+    def status_message(self, state: DeviceState) -> StatusMessage:
         return StatusMessage(
             id=uuid.uuid4().hex,
             site=self.cfg.device.site,
@@ -413,6 +414,7 @@ class EdgeAgent(Service):
             location=self.location,
             config_error=self.config_error,
             config_version=self._runtime.settings.version,
+            acks_rejected=self.outbox.acks_rejected,
         )
 
     def counters(self) -> dict[str, Any]:
@@ -429,6 +431,7 @@ class EdgeAgent(Service):
             "clips_sent": self._pending.sent,
             "clips_blocked_privacy": privacy.blocked,
             "clips_too_large": self._pending.too_large,
+            "acks_rejected": self.outbox.acks_rejected,
             "events_sent": self.events_sent,
             "mqtt_connected": self.publisher.connected,
         }
@@ -454,6 +457,7 @@ class EdgeAgent(Service):
                     clips_sent=c["clips_sent"],
                     clips_blocked_privacy=c["clips_blocked_privacy"],
                     clips_too_large=c["clips_too_large"],
+                    acks_rejected=c["acks_rejected"],
                     leq_dbfs=round(self.leq.value, 2),
                     cpu_temp_c=temp,
                     location=self.location,
@@ -498,6 +502,7 @@ class EdgeAgent(Service):
             ("outbox_dropped", "messages dropped because the outbox was full or too old"),
             ("clips_blocked_privacy", "clips withheld because they contained speech"),
             ("clips_too_large", "clips withheld because they encoded above clips.max_bytes"),
+            ("acks_rejected", "acks ignored: above what was sent or for unsent rows (forged?)"),
             ("mqtt_connected", "1 while connected to the broker"),
         ):
             m.describe(name, "gauge", help_text)

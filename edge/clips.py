@@ -18,12 +18,13 @@ from earwitness.edge.config import ClipSettings
 from earwitness.edge.privacy import PrivacyFilter
 from earwitness.shared import audio
 from earwitness.shared.audio import SAMPLE_RATE
+from earwitness.shared.messages import ClipReason
 
 
 @dataclass(frozen=True)
 class ClipRequest:
     clip_id: str
-    reason: str  # sampled | event | low_confidence
+    reason: ClipReason
     event_id: str | None
     start: int  # absolute sample positions [start, stop)
     stop: int
@@ -48,12 +49,12 @@ class ClipSampler:
         self.window_count = 0
         self._low_conf_times: deque[float] = deque()
 
-    def reasons(self, top_score: float, event_started: bool) -> list[str]:
+    def reasons(self, top_score: float, event_started: bool) -> list[ClipReason]:
         s = self.settings
         self.window_count += 1
         if not s.enabled:
             return []
-        reasons = []
+        reasons: list[ClipReason] = []
         if event_started and s.events:
             reasons.append("event")
         if s.every_n and self.window_count % s.every_n == 0:
@@ -75,7 +76,7 @@ class ClipSampler:
 
     def request(
         self,
-        reason: str,
+        reason: ClipReason,
         event_id: str | None,
         span_start: int,
         span_stop: int,

@@ -17,12 +17,13 @@ import numpy.typing as npt
 from earwitness.edge.config import DetectionSettings, Trigger
 from earwitness.shared.errors import ConfigError
 from earwitness.shared.labels import ClassMap, LabelGroups
+from earwitness.shared.messages import EventPhase
 
 
 @dataclass(frozen=True)
 class EventUpdate:
     event_id: str
-    phase: str  # start | update | end
+    phase: EventPhase
     label: str
     group: str | None
     started_at: datetime
@@ -142,7 +143,7 @@ class EventDetector:
         return out
 
     @staticmethod
-    def _emit(trig: Trigger, st: _State, phase: str) -> EventUpdate:
+    def _emit(trig: Trigger, st: _State, phase: EventPhase) -> EventUpdate:
         assert st.started_at is not None and st.last_end is not None
         return EventUpdate(
             event_id=st.event_id,

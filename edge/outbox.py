@@ -76,7 +76,12 @@ class Outbox:
             + 1
         )
         self.acked_seq = int(self._meta("acked_seq") or -1)
+        # The highest seq ever handed to MQTT: rows keep their sent time until acknowledged,
+        # and everything at or below acked_seq was sent before it was acknowledged.
+        sent = self._db.execute("SELECT MAX(seq) FROM outbox WHERE sent IS NOT NULL").fetchone()[0]
+        self.sent_upto = max(self.acked_seq, -1 if sent is None else int(sent))
         self.dropped = int(self._meta("dropped") or 0)
+        self.acks_rejected = 0  # acks above what was sent, or covering unsent rows
         row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox").fetchone()
         self._rows, self._bytes = int(row[0]), int(row[1])
         self.new_message = threading.Event()
@@ -213,13 +218,31 @@ class Outbox:
                     [now, *part],
                 )
             self._db.execute("COMMIT")
+            self.sent_upto = max(self.sent_upto, max(seqs))
 
     def ack(self, epoch: str, seq: int) -> int:
-        """The cloud has committed everything up to ``seq`` of ``epoch``: delete it."""
+        """The cloud has committed everything up to ``seq`` of ``epoch``: delete it.
+
+        An ack is believed only for what this outbox has sent: one above the highest seq
+        ever sent, or one covering rows never sent, cannot come from a cloud that stored
+        them. It is ignored and counted (``acks_rejected``), so a forged ack can neither
+        delete undelivered rows nor raise ``acked_seq`` above the real acks that follow."""
         if epoch != self.epoch:
             return 0  # an acknowledgement for an earlier outbox (before a reset)
         with self._lock:
             if seq <= self.acked_seq:
+                return 0
+            unsent = self._db.execute(
+                "SELECT COUNT(*) FROM outbox WHERE seq <= ? AND sent IS NULL", (seq,)
+            ).fetchone()[0]
+            if seq > self.sent_upto or unsent:
+                self.acks_rejected += 1
+                log.warning(
+                    "ignored an ack for seq %d: highest sent %d, %d unsent rows at or below it",
+                    seq,
+                    self.sent_upto,
+                    unsent,
+                )
                 return 0
             self._db.execute("BEGIN IMMEDIATE")
             row = self._db.execute(

@@ -8,7 +8,6 @@ uplink nor delays what it hears now.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
 import time
@@ -19,7 +18,7 @@ import paho.mqtt.client as paho
 from earwitness.edge.outbox import Outbox, Row
 from earwitness.shared import topics
 from earwitness.shared.config import MqttSettings
-from earwitness.shared.messages import AckMessage, StatusMessage, encode
+from earwitness.shared.messages import AckMessage, DeviceState, StatusMessage, encode
 from earwitness.shared.mqtt import MqttConnection, Will
 
 log = logging.getLogger(__name__)
@@ -34,7 +33,7 @@ class Publisher:
         outbox: Outbox,
         site: str,
         device: str,
-        status: Callable[[str], StatusMessage],
+        status: Callable[[DeviceState], StatusMessage],
         ack_timeout_s: float,
         drain_rate: float,
         on_config: Callable[[bytes], None],
@@ -81,7 +80,7 @@ class Publisher:
             self.publish_status("offline")
         self.mqtt.stop()
 
-    def publish_status(self, state: str) -> None:
+    def publish_status(self, state: DeviceState) -> None:
         info = self.mqtt.publish(
             topics.topic(self.site, self.device, topics.Kind.STATUS),
             encode(self._status(state)),
@@ -101,7 +100,7 @@ class Publisher:
         kind = msg.topic.rsplit("/", 1)[-1]
         if kind == topics.Downlink.ACK:
             try:
-                ack = AckMessage.model_validate(json.loads(msg.payload))
+                ack = AckMessage.model_validate_json(msg.payload)
             except ValueError as exc:
                 log.warning("ignoring malformed ack: %s", exc)
                 return

@@ -37,9 +37,24 @@ MAX_CLIP_AUDIO_BYTES = 512 * 1024
 """Largest FLAC clip: ~10 s of 16 kHz 16-bit audio compresses well below this."""
 MAX_TOP_K = 10
 MAX_GROUPS = 32
+MAX_SEQ = 2**62
+"""Seqs and counters stop here: a BIGINT column holds them, and seq + 1 never overflows."""
+MAX_COUNT = 2**62
+MAX_INT32 = 2**31 - 1  # INTEGER columns
+ID_LEN = 64  # ids, group names: the String(64) columns they land in
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)  # a device without a clock boots in 1970
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)  # far past any real clock; MySQL DATETIME ends 9999
 
-DeviceId = Annotated[str, Field(pattern=f"^{ID_PATTERN}$")]
-MessageId = Annotated[str, Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+DeviceId = Annotated[str, Field(max_length=ID_LEN, pattern=f"^{ID_PATTERN}$")]
+MessageId = Annotated[str, Field(min_length=8, max_length=ID_LEN, pattern=r"^[A-Za-z0-9_.:-]+$")]
+GroupName = Annotated[
+    str, Field(min_length=1, max_length=ID_LEN, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+]
+Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
+EventPhase = Literal["start", "update", "end"]
+ClipReason = Literal["sampled", "event", "low_confidence"]
+DeviceState = Literal["online", "offline"]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 Score = Annotated[float, Field(ge=0.0, le=1.0)]
 Latitude = Annotated[float, Field(ge=-90.0, le=90.0)]
 Longitude = Annotated[float, Field(ge=-180.0, le=180.0)]
@@ -52,7 +67,11 @@ def message_id(device: str, epoch: str, seq: int) -> str:
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=False)
+    # strict: numbers are numbers, ints are not bools, timestamps are strings (RFC 3339),
+    # never epoch numbers; no NaN or Infinity, which no database column can hold.
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", str_strip_whitespace=False, strict=True, allow_inf_nan=False
+    )
 
 
 class LabelScore(_Frozen):
@@ -74,12 +93,25 @@ class _Envelope(_Frozen):
     device: DeviceId
     ts: datetime = Field(description="when the device created the message (UTC)")
 
-    @field_validator("ts")
+    @field_validator("v", mode="before")
     @classmethod
-    def _utc(cls, value: datetime) -> datetime:
+    def _version(cls, value: Any) -> Any:
+        if type(value) is not int or value != SCHEMA_VERSION:  # not True, not 1.0
+            raise ValueError(f"schema version must be the integer {SCHEMA_VERSION}")
+        return value
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _utc(cls, value: Any) -> Any:
+        """Every timestamp carries an offset and lies in a range the database can store."""
+        if not isinstance(value, datetime):
+            return value
         if value.tzinfo is None:
             raise ValueError("timestamp must carry a UTC offset")
-        return value.astimezone(UTC)
+        value = value.astimezone(UTC)
+        if not EARLIEST <= value < LATEST:
+            raise ValueError(f"timestamp outside {EARLIEST.year}..{LATEST.year}")
+        return value
 
 
 class _Sequenced(_Envelope):
@@ -89,7 +121,7 @@ class _Sequenced(_Envelope):
         pattern=r"^[A-Za-z0-9]+$",
         description="id of the device's outbox instance; seq restarts only with a new epoch",
     )
-    seq: int = Field(ge=0, description="per-device, per-epoch sequence number")
+    seq: Seq = Field(description="per-device, per-epoch sequence number")
 
 
 class InferenceMessage(_Sequenced):
@@ -97,8 +129,8 @@ class InferenceMessage(_Sequenced):
     window_start: datetime = Field(description="UTC start of the 0.96 s analysis window")
     window_s: float = Field(gt=0, le=60)
     top: list[LabelScore] = Field(min_length=1, max_length=MAX_TOP_K)
-    groups: dict[str, Score] = Field(default_factory=dict, max_length=MAX_GROUPS)
-    custom: dict[str, Score] | None = Field(
+    groups: dict[GroupName, Score] = Field(default_factory=dict, max_length=MAX_GROUPS)
+    custom: dict[GroupName, Score] | None = Field(
         None, max_length=256, description="scores of a custom head trained on embeddings"
     )
     dbfs: float = Field(ge=-200, le=10, description="window level, dB relative to full scale")
@@ -118,13 +150,13 @@ class InferenceMessage(_Sequenced):
 class EventMessage(_Sequenced):
     kind: Literal["event"] = "event"
     event_id: MessageId
-    phase: Literal["start", "update", "end"]
+    phase: EventPhase
     label: Name = Field(description="the label or group that triggered the event")
-    group: str | None = Field(None, max_length=64)
+    group: GroupName | None = None
     started_at: datetime
     duration_s: float = Field(ge=0, le=86_400)
     peak_score: Score
-    windows: int = Field(ge=1)
+    windows: int = Field(ge=1, le=MAX_INT32)
     peak_dbfs: float = Field(ge=-200, le=10)
     location: Location | None = None
 
@@ -132,7 +164,7 @@ class EventMessage(_Sequenced):
 class ClipMessage(_Sequenced):
     kind: Literal["clip"] = "clip"
     clip_id: MessageId
-    reason: Literal["sampled", "event", "low_confidence"]
+    reason: ClipReason
     event_id: MessageId | None = None
     started_at: datetime = Field(description="UTC time of the clip's first sample")
     duration_s: float = Field(gt=0, le=30)
@@ -142,7 +174,7 @@ class ClipMessage(_Sequenced):
     audio_b64: str = Field(max_length=(MAX_CLIP_AUDIO_BYTES * 4) // 3 + 4)
     window_start: datetime = Field(description="the analysis window this clip was taken for")
     edge_top: list[LabelScore] = Field(min_length=1, max_length=MAX_TOP_K)
-    edge_groups: dict[str, Score] = Field(default_factory=dict, max_length=MAX_GROUPS)
+    edge_groups: dict[GroupName, Score] = Field(default_factory=dict, max_length=MAX_GROUPS)
     model: str = Field(max_length=80)
 
     def audio(self) -> bytes:
@@ -165,22 +197,25 @@ class ClipMessage(_Sequenced):
 
 class HeartbeatMessage(_Sequenced):
     kind: Literal["heartbeat"] = "heartbeat"
-    uptime_s: float = Field(ge=0)
+    uptime_s: float = Field(ge=0, le=1e10)
     version: str = Field(max_length=40)
     model: str = Field(max_length=80)
-    queue_depth: int = Field(ge=0, description="audio windows waiting for inference")
-    windows_processed: int = Field(ge=0)
-    windows_dropped: int = Field(ge=0, description="windows dropped because inference lagged")
-    outbox_rows: int = Field(ge=0)
-    outbox_bytes: int = Field(ge=0)
-    outbox_dropped: int = Field(ge=0, description="messages dropped because the outbox was full")
-    outbox_min_seq: int = Field(
-        ge=0, description="lowest seq still held; every lower seq was delivered or dropped"
+    queue_depth: Count = Field(description="audio windows waiting for inference")
+    windows_processed: Count
+    windows_dropped: Count = Field(description="windows dropped because inference lagged")
+    outbox_rows: Count
+    outbox_bytes: Count
+    outbox_dropped: Count = Field(description="messages dropped because the outbox was full")
+    outbox_min_seq: Seq = Field(
+        description="lowest seq still held; every lower seq was delivered or dropped"
     )
-    clips_sent: int = Field(ge=0)
-    clips_blocked_privacy: int = Field(ge=0, description="clips withheld because of speech")
-    clips_too_large: int = Field(
-        0, ge=0, description="clips withheld because they encoded above clips.max_bytes"
+    clips_sent: Count
+    clips_blocked_privacy: Count = Field(description="clips withheld because of speech")
+    clips_too_large: Count = Field(
+        0, description="clips withheld because they encoded above clips.max_bytes"
+    )
+    acks_rejected: Count = Field(
+        0, description="acks ignored: above what was sent, or for rows never sent (forged)"
     )
     leq_dbfs: float | None = Field(None, ge=-200, le=10)
     cpu_temp_c: float | None = Field(None, ge=-60, le=150)
@@ -191,12 +226,15 @@ class StatusMessage(_Envelope):
     """Retained; the broker publishes ``offline`` as the device's last will."""
 
     kind: Literal["status"] = "status"
-    state: Literal["online", "offline"]
+    state: DeviceState
     version: str | None = Field(None, max_length=40)
     model: str | None = Field(None, max_length=80)
     location: Location | None = None
     config_error: str | None = Field(None, max_length=2000)
-    config_version: int | None = None
+    config_version: int | None = Field(None, ge=0, le=MAX_SEQ)
+    acks_rejected: Count | None = Field(
+        None, description="acks the device ignored as forged (see HeartbeatMessage)"
+    )
 
 
 class AckMessage(_Frozen):
@@ -204,7 +242,7 @@ class AckMessage(_Frozen):
 
     v: Literal[1] = SCHEMA_VERSION
     epoch: str = Field(min_length=8, max_length=32)
-    seq: int = Field(ge=-1)
+    seq: int = Field(ge=-1, le=MAX_SEQ)
     ts: datetime
 
 
@@ -238,11 +276,11 @@ def decode(topic_name: str, payload: bytes) -> UplinkMessage:
         raise MessageError(f"unknown topic: {exc}") from exc
     if t.kind not in Kind.__members__.values():
         raise MessageError(f"unknown message kind {t.kind!r} in topic")
+    _check_json(payload)
     try:
-        # Fast path: pydantic parses and validates the JSON in one pass (most messages).
         msg = _uplink.validate_json(payload)
-    except ValidationError:
-        msg = _explain(t, payload)  # raises MessageError saying what is wrong
+    except ValidationError as exc:
+        raise MessageError(f"schema: {_short(exc)}") from exc
     if msg.kind != t.kind:
         raise MessageError(f"kind {msg.kind!r} does not match topic kind {t.kind!r}")
     if msg.device != t.device or msg.site != t.site:
@@ -252,22 +290,30 @@ def decode(topic_name: str, payload: bytes) -> UplinkMessage:
     return msg
 
 
-def _explain(t: Topic, payload: bytes) -> UplinkMessage:
-    """The slow path for a rejected payload: find the first problem a person can act on."""
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise MessageError(f"bad JSON: duplicate key {dup[:64]!r}")
+    return obj
+
+
+def _check_json(payload: bytes) -> None:
+    """What pydantic's JSON parser lets through: duplicate keys (the last would win, so a
+    validator and a later reader could see different values) and a missing, boolean or
+    float version. Raises MessageError saying what is wrong."""
     try:
-        raw: Any = json.loads(payload)
+        raw: Any = json.loads(payload, object_pairs_hook=_unique_keys)
+    except MessageError:
+        raise
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise MessageError(f"bad JSON: {exc}") from exc
     if not isinstance(raw, dict):
         raise MessageError(f"bad JSON: expected an object, got {type(raw).__name__}")
-    if raw.get("v") != SCHEMA_VERSION:
-        raise MessageError(f"unknown schema version {raw.get('v')!r} (expected {SCHEMA_VERSION})")
-    if raw.get("kind") != t.kind:
-        raise MessageError(f"kind {raw.get('kind')!r} does not match topic kind {t.kind!r}")
-    try:
-        return _uplink.validate_python(raw)
-    except ValidationError as exc:
-        raise MessageError(f"schema: {_short(exc)}") from exc
+    version = raw.get("v")
+    if type(version) is not int or version != SCHEMA_VERSION:
+        raise MessageError(f"unknown schema version {version!r} (expected {SCHEMA_VERSION})")
 
 
 def encode(msg: BaseModel) -> bytes:

@@ -163,11 +163,32 @@ def test_outbox_survives_reopen_and_acks(tmp_path: Path) -> None:
     assert [r.seq for r in box.due(10, 30)] == [0, 1, 2, 3, 4]
     assert box.append("inference", "t", lambda seq: b"x") == 5  # seq continues
     assert box.ack("otherepoch", 10) == 0
+    box.mark_sent([0, 1, 2])
     assert box.ack(epoch, 2) == 3
     assert box.stats().min_seq == 3 and box.stats().rows == 3
     box.mark_sent([3, 4, 5])
     assert box.due(10, 30) == []
     assert [r.seq for r in box.due(10, 0)] == [3, 4, 5]  # ack timeout 0: all due again
+    box.close()
+
+
+def test_outbox_ignores_forged_acks_and_keeps_taking_real_ones(tmp_path: Path) -> None:
+    """An ack above what was sent, or one covering rows never sent, deletes nothing and
+    does not stop the real acks that follow (a forged seq = 10**9 once bricked outboxes)."""
+    path = tmp_path / "o.db"
+    box = Outbox(path, 10 * 2**20, 3600)
+    for _ in range(10):
+        box.append("inference", "t", lambda seq: b"m")
+    box.mark_sent([5, 6, 7, 8, 9])  # live first: 5..9 went out, 0..4 wait in the backlog
+    assert box.ack(box.epoch, 1_000_000_000) == 0  # above anything sent
+    assert box.ack(box.epoch, 7) == 0  # would delete 0..4, which were never sent
+    assert box.acks_rejected == 2 and box.stats().rows == 10 and box.acked_seq == -1
+    box.mark_sent([0, 1, 2, 3, 4])
+    assert box.ack(box.epoch, 7) == 8  # the real ack still works
+    box.close()
+    box = Outbox(path, 10 * 2**20, 3600)  # what was sent survives a restart
+    assert box.sent_upto == 9
+    assert box.ack(box.epoch, 10) == 0 and box.ack(box.epoch, 9) == 2
     box.close()
 
 

@@ -26,8 +26,8 @@ from earwitness.cloud.clipstore import ClipStore
 from earwitness.cloud.db.dialect import is_mysql
 from earwitness.cloud.db.engine import transaction
 from earwitness.cloud.db.repo import acks
-from earwitness.cloud.ingest.store import BatchStore, WriteResult
-from earwitness.cloud.ingest.validate import Limits, RawMessage, SeqKey, prepare
+from earwitness.cloud.ingest.store import BatchStore, WriteResult, store_batch
+from earwitness.cloud.ingest.validate import Limits, RawMessage, SeqKey
 from earwitness.cloud.ingest.workers import StoreProcess, StoreProcessConfig, StoreProcessError
 from earwitness.cloud.settings import CloudSettings
 from earwitness.shared import topics
@@ -262,7 +262,7 @@ class IngestService(Service):
             self._acknowledge(batch)
 
     def _prepare_and_store(self, batch: list[RawMessage]) -> WriteResult:
-        return self.batches.store(prepare(batch, self.store, self.limits))
+        return store_batch(self.batches, batch, self.store, self.limits)
 
     def _run_with_processes(self, children: list[StoreProcess]) -> None:
         """Each child validates and writes one batch at a time; while they work this

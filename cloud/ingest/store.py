@@ -10,16 +10,25 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
 
+from earwitness.cloud.clipstore import ClipStore
 from earwitness.cloud.db.engine import transaction
+from earwitness.cloud.db.errors import Fault, classify, is_transient, reason
 from earwitness.cloud.db.repo import acks, clips, dead_letters, devices, events, inferences
-from earwitness.cloud.ingest.validate import Prepared, SeqKey
+from earwitness.cloud.ingest.validate import (
+    Limits,
+    Prepared,
+    RawMessage,
+    SeqKey,
+    dead_letter,
+    prepare,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +61,6 @@ def seq_runs(seqs: set[tuple[str, str, str, int]]) -> list[dict[str, Any]]:
         else:
             runs.append({"device_id": device, "epoch": epoch, "seq": seq, "seq_end": seq})
     return runs
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Deadlocks, lock timeouts and lost connections: retry the whole batch."""
-    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(
-        exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.DisconnectionError
-    )
 
 
 def with_retries(
@@ -142,3 +142,62 @@ class BatchStore:
 
         marks = with_retries(once, self.max_retries, self._on_retry)
         return {(site_of[stream], *stream): mark for stream, mark in marks.items()}
+
+
+def store_batch(
+    batches: BatchStore, raw: Sequence[RawMessage], clips: ClipStore, limits: Limits
+) -> WriteResult:
+    """Prepare and store a batch. When the database refuses a message for its data, the
+    batch is split in halves until that message stands alone; it is dead-lettered with
+    the database's reason and everything else is stored. One bad device never holds back
+    the fleet: only transient and operator faults hold the batch (and raise)."""
+    try:
+        return batches.store(prepare(raw, clips, limits))
+    except Exception as exc:
+        if classify(exc) is not Fault.DATA:
+            raise
+        log.warning(
+            "batch of %d refused for its data, finding the message: %s", len(raw), reason(exc)
+        )
+    return _isolate(batches, list(raw), clips, limits)
+
+
+def _isolate(
+    batches: BatchStore, raw: list[RawMessage], clips: ClipStore, limits: Limits
+) -> WriteResult:
+    if len(raw) == 1:
+        try:
+            return batches.store(prepare(raw, clips, limits))
+        except Exception as exc:
+            if classify(exc) is not Fault.DATA:
+                raise
+            log.warning("dead-lettered a message on %s: %s", raw[0].topic[:200], reason(exc))
+            return batches.store(dead_letter(raw[0], reason(exc), limits))
+    half = len(raw) // 2
+    results = []
+    for part in (raw[:half], raw[half:]):
+        try:
+            results.append(batches.store(prepare(part, clips, limits)))
+        except Exception as exc:
+            if classify(exc) is not Fault.DATA:
+                raise
+            results.append(_isolate(batches, part, clips, limits))
+    return merge(results)
+
+
+def merge(results: Sequence[WriteResult]) -> WriteResult:
+    """One result for a batch stored in parts (watermarks only move forward)."""
+    out = WriteResult()
+    kinds: dict[str, int] = {}
+    for r in results:
+        out.stored += r.stored
+        out.duplicates += r.duplicates
+        out.dead_letters += r.dead_letters
+        out.db_retries += r.db_retries
+        out.lags_s.extend(r.lags_s)
+        for key, mark in r.watermarks.items():
+            out.watermarks[key] = max(mark, out.watermarks.get(key, mark))
+        for kind, n in r.kinds.items():
+            kinds[kind] = kinds.get(kind, 0) + n
+    out.kinds = kinds
+    return out

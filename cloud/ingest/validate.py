@@ -110,6 +110,30 @@ def _touch_device(p: Prepared, site: str, device: str, when: datetime, **values:
             row[key] = value
 
 
+def reject(p: Prepared, raw: RawMessage, error: str, limits: Limits) -> None:
+    """Keep ``raw`` as a dead letter with the reason; its seq still counts as stored."""
+    p.dead.append(
+        {
+            "topic": raw.topic[:255],
+            "payload": raw.payload[: limits.dead_letter_payload_bytes],
+            "payload_size": len(raw.payload),
+            "error": error[:4000],
+            "received_at": raw.received,
+        }
+    )
+    rejected = _seq_of_rejected(raw.topic, raw.payload)
+    if rejected:
+        p.seqs.add(rejected)
+    p.kinds["dead_letter"] += 1
+
+
+def dead_letter(raw: RawMessage, error: str, limits: Limits) -> Prepared:
+    """A batch of one dead letter: what a message the database refused becomes."""
+    p = Prepared()
+    reject(p, raw, error, limits)
+    return p
+
+
 def prepare(batch: Sequence[RawMessage], store: ClipStore, limits: Limits) -> Prepared:
     """Validate every message; CPU work and clip-store writes happen here, outside the
     database transaction."""
@@ -136,19 +160,7 @@ def prepare(batch: Sequence[RawMessage], store: ClipStore, limits: Limits) -> Pr
                 storage_key = store.put(blob)
                 p.clips.append(rows.clip_row(msg, storage_key, len(blob), raw.received))
         except MessageError as exc:
-            p.dead.append(
-                {
-                    "topic": raw.topic[:255],
-                    "payload": raw.payload[: limits.dead_letter_payload_bytes],
-                    "payload_size": len(raw.payload),
-                    "error": str(exc)[:4000],
-                    "received_at": raw.received,
-                }
-            )
-            rejected = _seq_of_rejected(raw.topic, raw.payload)
-            if rejected:
-                p.seqs.add(rejected)
-            p.kinds["dead_letter"] += 1
+            reject(p, raw, str(exc), limits)
             continue
         p.kinds[msg.kind] += 1
         p.lags_s.append((raw.received - msg.ts).total_seconds())

@@ -18,8 +18,8 @@ from datetime import datetime
 from multiprocessing.connection import Connection
 from typing import Any
 
-from earwitness.cloud.ingest.store import BatchStore, WriteResult
-from earwitness.cloud.ingest.validate import Limits, RawMessage, prepare
+from earwitness.cloud.ingest.store import BatchStore, WriteResult, store_batch
+from earwitness.cloud.ingest.validate import Limits, RawMessage
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +62,8 @@ def _child_main(conn: Connection, cfg: StoreProcessConfig) -> None:
         if batch is None:
             return
         try:
-            prepared = prepare(
-                [RawMessage(topic, payload, received) for topic, payload, received in batch],
-                store,
-                cfg.limits,
-            )
-            result = batches.store(prepared)
+            raw = [RawMessage(topic, payload, received) for topic, payload, received in batch]
+            result = store_batch(batches, raw, store, cfg.limits)
             conn.send(("ok", result))
         except Exception as exc:  # reported to the parent, which holds the batch and retries
             conn.send(("error", f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"))

@@ -59,6 +59,17 @@ CSV_COLUMNS = [
     "second_score",
 ]
 MAP_UPDATES_MAX = 5000  # detections per live-map poll
+# A spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...),
+# +cmd|..., @SUM(...)); device strings are hostile, so such cells get a leading quote.
+CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text. Numbers stay numbers (-23.5 is data)."""
+    if isinstance(value, str) and value.startswith(CSV_FORMULA_START):
+        return "'" + value
+    return value
+
 
 RowId = Annotated[int, FastPath(ge=1, le=2**63 - 1, description="row id (BIGINT)")]
 
@@ -170,7 +181,7 @@ def export_inferences(state: StateDep, _: ReadDep, f: FiltersDep) -> StreamingRe
                 page, cursor = inferences.page(session, f, 1000, cursor)
             for r in page:
                 d = InferenceOut.model_validate(r).model_dump(mode="json")
-                writer.writerow([d[c] for c in CSV_COLUMNS])
+                writer.writerow([csv_cell(d[c]) for c in CSV_COLUMNS])
             sent += len(page)
             yield buf.getvalue()
             buf.seek(0)
