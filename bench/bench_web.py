@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 import pymysql
+from playwright.sync_api import expect
 
 from bench._common import machine, percentile
 from earwitness.cloud.clipstore import FileClipStore
@@ -128,11 +129,11 @@ def main() -> None:
                     page = ctx.new_page()
                     t = time.perf_counter()
                     page.goto(base + "/", timeout=120_000)
-                    page.wait_for_function(
-                        f"document.querySelectorAll('path.ew-device').length === {args.devices}"
-                        " && document.querySelectorAll('.marker-cluster').length > 0",
-                        timeout=120_000,
+                    # Locator waits, not wait_for_function: the CSP refuses eval.
+                    expect(page.locator("path.ew-device")).to_have_count(
+                        args.devices, timeout=120_000
                     )
+                    page.locator(".marker-cluster").first.wait_for(timeout=120_000)
                     elapsed = time.perf_counter() - t
                     count = page.locator("#ew-count").inner_text()
                 print(

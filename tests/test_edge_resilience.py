@@ -64,7 +64,8 @@ def test_broker_outage_loses_nothing(tmp_path: Path) -> None:
             assert not agent.publisher.connected
             broker.start()
             wait_for(lambda: agent.finished, timeout=60, what="source finished")
-            agent.send_heartbeat()
+            # The agent's own final heartbeat is the last message it writes.
+            assert agent.final_heartbeat.wait(5)
             total = agent.outbox.stats().next_seq
             wait_for(lambda: agent.drained(), timeout=60, what="outbox drained by acks")
             agent.stop()

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from earwitness.cloud.clipstore import FileClipStore
 from earwitness.cloud.db.engine import make_engine
@@ -64,9 +65,8 @@ def test_map_in_chromium(tmp_path: Path) -> None:
                 Limits(2**19, 4096),
             )
         )
-        page.wait_for_function(
-            "document.getElementById('ew-live').textContent === '1'", timeout=5000
-        )
+        # (no wait_for_function: the page's CSP refuses the eval it needs)
+        expect(page.locator("#ew-live")).to_have_text("1", timeout=5000)
         # Filter by group: a shareable URL.
         page.select_option("select[name=group]", "animal")
         page.click("#ew-filter button")

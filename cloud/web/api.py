@@ -91,6 +91,9 @@ def _filters(
     for name, value in (("start", start), ("end", end)):
         if value is not None and value.tzinfo is None:
             raise HTTPException(422, f"{name} needs a UTC offset, e.g. 2026-11-23T12:00:00Z")
+    for name, text, limit in (("label", label, 128), ("group", group, 64), ("device", device, 64)):
+        if text is not None and len(text) > limit:  # the pages echo filters: bound them
+            raise HTTPException(422, f"{name} longer than {limit} characters")
     try:
         return Filters(start, end, label, group, device, min_score).check(
             state.settings.web.max_range_days
@@ -200,12 +203,14 @@ class ReviewIn(BaseModel):
     model_config = {"extra": "forbid"}
     correct: bool
     note: str | None = Field(None, max_length=2000)
-    reviewer: str = Field("web", max_length=128)
+    reviewer: str | None = Field(
+        None, max_length=128, description="ignored: the reviewer is the token's name"
+    )
 
 
 @router.post("/inferences/{inference_id}/review", summary="A person's verdict (admin scope)")
-def review(session: SessionDep, _: AdminDep, inference_id: RowId, body: ReviewIn) -> ReviewOut:
-    if not reviews.add(session, inference_id, body.correct, body.reviewer, body.note):
+def review(session: SessionDep, caller: AdminDep, inference_id: RowId, body: ReviewIn) -> ReviewOut:
+    if not reviews.add(session, inference_id, body.correct, caller.name, body.note):
         raise HTTPException(404, f"no inference {inference_id}")
     return ReviewOut(inference_id=inference_id, review=body.correct)
 

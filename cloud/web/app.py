@@ -7,6 +7,8 @@ from typing import Any
 
 from fastapi import FastAPI, Response
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 
@@ -14,6 +16,7 @@ from earwitness.cloud.clipstore import ClipStore
 from earwitness.cloud.settings import CloudSettings
 from earwitness.cloud.web import api, pages
 from earwitness.cloud.web.deps import AppState
+from earwitness.cloud.web.security import SecurityHeaders, tile_origins
 from earwitness.shared import __version__
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -71,7 +74,8 @@ class _TooLarge(Exception):
 
 
 def create_app(settings: CloudSettings, engine: Engine, store: ClipStore) -> FastAPI:
-    if not (STATIC / "vendor" / "leaflet" / "leaflet.js").is_file():
+    needed = [STATIC / "vendor" / "leaflet" / "leaflet.js", STATIC / "vendor" / "swagger"]
+    if not all(path.exists() for path in needed):
         from earwitness.shared.errors import ConfigError
 
         raise ConfigError(
@@ -82,6 +86,8 @@ def create_app(settings: CloudSettings, engine: Engine, store: ClipStore) -> Fas
         title="Earwitness",
         version=__version__,
         description="Devices, detections, clips and second opinions.",
+        docs_url=None,  # served below from local assets: no CDN, works air-gapped
+        redoc_url=None,
     )
     app.state.ew = AppState(settings, engine, store)
     app.include_router(api.router)
@@ -92,6 +98,26 @@ def create_app(settings: CloudSettings, engine: Engine, store: ClipStore) -> Fas
     def favicon() -> Response:
         return Response(status_code=204)
 
+    @app.get("/docs", include_in_schema=False)
+    def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="Earwitness API",
+            swagger_js_url="/static/vendor/swagger/swagger-ui-bundle.js",
+            swagger_css_url="/static/vendor/swagger/swagger-ui.css",
+            swagger_favicon_url="/favicon.ico",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url="/openapi.json",
+            title="Earwitness API",
+            redoc_js_url="/static/vendor/redoc/redoc.standalone.js",
+            redoc_favicon_url="/favicon.ico",
+            with_google_fonts=False,
+        )
+
     if settings.web.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -100,4 +126,5 @@ def create_app(settings: CloudSettings, engine: Engine, store: ClipStore) -> Fas
             allow_headers=["Authorization"],
         )
     app.add_middleware(BodyLimit, max_bytes=settings.web.max_request_bytes)
+    app.add_middleware(SecurityHeaders, image_origins=tile_origins(settings.web.tile_url))
     return app

@@ -6,6 +6,7 @@ import base64
 import binascii
 import hashlib
 import secrets
+from dataclasses import dataclass
 from typing import Literal
 
 from sqlalchemy import Engine
@@ -34,13 +35,24 @@ def revoke_token(engine: Engine, name: str) -> bool:
         return tokens.revoke(session, name)
 
 
-def lookup(session: Session, token: str) -> Scope | None:
-    """The scope of a valid, unrevoked token, else None (constant-time on the hash)."""
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking: the token's name (recorded as the reviewer) and its scope."""
+
+    name: str
+    scope: Scope
+
+
+ANONYMOUS_ADMIN = Caller("anonymous (auth off)", "admin")  # development and the demo only
+
+
+def lookup(session: Session, token: str) -> Caller | None:
+    """The caller behind a valid, unrevoked token, else None (constant-time on the hash)."""
     digest = hash_token(token)
     row = tokens.by_hash(session, digest)
     if row is None or row.revoked or not secrets.compare_digest(row.token_hash, digest):
         return None
-    return "admin" if row.scope == "admin" else "read"
+    return Caller(row.name, "admin" if row.scope == "admin" else "read")
 
 
 def token_from_header(authorization: str | None) -> str | None:

@@ -42,33 +42,33 @@ SessionDep = Annotated[Session, Depends(get_session)]
 
 def _check(
     request: Request, state: AppState, session: Session, needed: auth.Scope, browser: bool
-) -> str:
+) -> auth.Caller:
     if not state.settings.web.auth:
-        return "admin"
+        return auth.ANONYMOUS_ADMIN
     token = auth.token_from_header(request.headers.get("authorization"))
     challenge = 'Basic realm="Earwitness"' if browser else "Bearer"
     if token is None:
         raise HTTPException(401, "an API token is required", {"WWW-Authenticate": challenge})
-    scope = auth.lookup(session, token)
-    if scope is None:
+    caller = auth.lookup(session, token)
+    if caller is None:
         raise HTTPException(401, "invalid or revoked token", {"WWW-Authenticate": challenge})
-    if needed == "admin" and scope != "admin":
+    if needed == "admin" and caller.scope != "admin":
         raise HTTPException(403, "this needs a token with admin scope")
-    return scope
+    return caller
 
 
-def require_read(request: Request, state: StateDep, session: SessionDep) -> str:
+def require_read(request: Request, state: StateDep, session: SessionDep) -> auth.Caller:
     return _check(request, state, session, "read", browser=False)
 
 
-def require_admin(request: Request, state: StateDep, session: SessionDep) -> str:
+def require_admin(request: Request, state: StateDep, session: SessionDep) -> auth.Caller:
     return _check(request, state, session, "admin", browser=False)
 
 
-def require_browser(request: Request, state: StateDep, session: SessionDep) -> str:
+def require_browser(request: Request, state: StateDep, session: SessionDep) -> auth.Caller:
     return _check(request, state, session, "read", browser=True)
 
 
-ReadDep = Annotated[str, Depends(require_read)]
-AdminDep = Annotated[str, Depends(require_admin)]
-BrowserDep = Annotated[str, Depends(require_browser)]
+ReadDep = Annotated[auth.Caller, Depends(require_read)]
+AdminDep = Annotated[auth.Caller, Depends(require_admin)]
+BrowserDep = Annotated[auth.Caller, Depends(require_browser)]
