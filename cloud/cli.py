@@ -178,6 +178,32 @@ def _cmd_second_opinion(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_config(args: argparse.Namespace) -> int:
+    from earwitness.cloud import remote_config
+    from earwitness.shared import signing
+
+    if args.action == "keygen":
+        public = signing.generate(args.key)
+        print(signing.public_key_text(public))
+        print(
+            f"signing key written to {args.key} (mode 0600, keep it off devices); put the line"
+            " above in each device's remote_config.public_keys",
+            file=sys.stderr,
+        )
+        return 0
+    if args.file is None or args.target is None:
+        print("error: config sign/push need TARGET (site/device) and --file", file=sys.stderr)
+        return 2
+    site, _, device = args.target.partition("/")
+    payload, version = remote_config.signed_payload(args.key, site, device, args.file, args.version)
+    if args.action == "sign":
+        sys.stdout.write(payload.decode() + "\n")
+        return 0
+    remote_config.push(_settings(args).mqtt, site, device, payload)
+    print(f"config version {version} pushed to {site}/{device} (retained)")
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     import json
 
@@ -219,6 +245,17 @@ def register(sub: Any) -> None:
     from earwitness.cloud.secondopinion.vggish.cli import register as register_vggish
 
     register_vggish(sub)
+
+    p = sub.add_parser("config", help="signed remote config: create a key, sign, push")
+    p.add_argument("action", choices=["keygen", "sign", "push"])
+    p.add_argument("target", nargs="?", default=None, help="SITE/DEVICE (sign, push)")
+    p.add_argument("--key", type=Path, required=True, help="the Ed25519 signing key file")
+    p.add_argument("--file", type=Path, default=None, help="runtime settings YAML to sign")
+    p.add_argument(
+        "--version", type=int, default=None, help="config version (default: unix ms now)"
+    )
+    _common(p)
+    p.set_defaults(handler=_cmd_config)
 
     p = sub.add_parser("report", help="reports: agreement of edge labels with second opinions")
     p.add_argument("kind", choices=["agreement"])

@@ -22,12 +22,13 @@ import numpy as np
 
 from earwitness.edge.capture import AudioRing, CaptureBuffer
 from earwitness.edge.clips import ClipSampler, PendingClips, ReadyClip, SpeechTrack
-from earwitness.edge.config import EdgeSettings, RuntimeSettings, parse_runtime
+from earwitness.edge.config import EdgeSettings, RuntimeSettings
 from earwitness.edge.events import EventDetector, EventUpdate
 from earwitness.edge.levels import RunningLeq, dbfs
 from earwitness.edge.outbox import Outbox
 from earwitness.edge.privacy import PrivacyFilter
 from earwitness.edge.publisher import Publisher
+from earwitness.edge.remote_config import RemoteConfigGate
 from earwitness.edge.sources import AudioSource, open_source
 from earwitness.shared import __version__, topics
 from earwitness.shared.audio import SAMPLE_RATE
@@ -94,6 +95,18 @@ class EdgeAgent(Service):
         self._runtime = _Runtime(cfg.runtime, self.class_map, self.groups)
         self._runtime_lock = threading.Lock()
         self.config_error: str | None = None
+        self._config_gate = RemoteConfigGate(
+            cfg.remote_config,
+            cfg.device.site,
+            cfg.device.id,
+            cfg.runtime,
+            cfg.outbox.path.with_name(cfg.outbox.path.name + ".config"),
+        )
+        self._applied_config: bytes | None = None  # the remote config in force, as received
+        remembered = self._config_gate.recall()
+        if remembered is not None:  # the cloud's last config survives a restart
+            self._applied_config, settings = remembered
+            self._runtime = _Runtime(settings, self.class_map, self.groups)
         self.source = source or open_source(cfg.source)
         self.buffer = CaptureBuffer(
             int(cfg.max_backlog_s * SAMPLE_RATE),
@@ -101,9 +114,7 @@ class EdgeAgent(Service):
         )
         self.ring = AudioRing(int(RING_SECONDS * SAMPLE_RATE))
         self.speech = SpeechTrack(int(RING_SECONDS * SAMPLE_RATE))
-        self.clips_blocked = 0
-        self.clips_sent = 0
-        self._pending = PendingClips(cfg.runtime.clips, self._runtime.privacy)
+        self._pending = PendingClips(self._runtime.settings.clips, self._runtime.privacy)
         self.leq = RunningLeq()
         self.outbox = Outbox(cfg.outbox.path, cfg.outbox.max_bytes, cfg.outbox.max_age_s)
         d = cfg.device
@@ -467,10 +478,12 @@ class EdgeAgent(Service):
         self.outbox.append("heartbeat", self._topic(topics.Kind.HEARTBEAT), build)
 
     def apply_remote_config(self, payload: bytes) -> None:
-        """Validate and swap in a new runtime config; on error keep the old one and say why
-        on the status topic."""
+        """Verify and swap in a new runtime config; on error keep the old one and say why
+        on the status topic (see edge/remote_config.py for what is accepted)."""
+        if payload == self._applied_config:
+            return  # the retained config again, after a reconnect
         try:
-            settings = parse_runtime(payload)
+            settings = self._config_gate.check(payload, self._runtime.settings.version)
             runtime = _Runtime(settings, self.class_map, self.groups)
         except ConfigError as exc:
             self.config_error = str(exc)[:2000]
@@ -482,6 +495,8 @@ class EdgeAgent(Service):
                 self._runtime = runtime
                 self._pending.privacy = runtime.privacy
                 self._pending.settings = settings.clips
+            self._applied_config = payload
+            self._config_gate.remember(payload)
             self.config_error = None
             self.metrics.inc("config_applied_total")
             log.info("remote config version %d applied", settings.version)

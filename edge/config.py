@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from earwitness.shared.config import (
@@ -21,8 +21,28 @@ from earwitness.shared.config import (
     load_yaml,
 )
 from earwitness.shared.errors import ConfigError
-from earwitness.shared.messages import MAX_CLIP_AUDIO_BYTES, Latitude, Longitude
+from earwitness.shared.messages import Latitude, Longitude
+from earwitness.shared.runtime_settings import (  # re-exported: the agent's runtime part
+    ClipSettings,
+    DetectionSettings,
+    PrivacySettings,
+    PublishSettings,
+    RuntimeSettings,
+    Trigger,
+)
 from earwitness.shared.topics import ID_PATTERN
+
+__all__ = [
+    "ClipSettings",
+    "DetectionSettings",
+    "EdgeSettings",
+    "PrivacySettings",
+    "PublishSettings",
+    "RemoteConfigSettings",
+    "RuntimeSettings",
+    "Trigger",
+    "load_edge_settings",
+]
 
 
 class DeviceSettings(StrictModel):
@@ -70,74 +90,29 @@ class ModelSettings(StrictModel):
     groups_file: Path | None = Field(None, description="label groups YAML (default: shipped)")
 
 
-class Trigger(StrictModel):
-    """A label (display name or AudioSet mid) or a label group to detect."""
+class RemoteConfigSettings(StrictModel):
+    """Who may change ``runtime`` over the ``config`` topic: only configs signed by one of
+    these keys (``earwitness config keygen`` prints one), for this device, with a higher
+    version than the one in force. No key: remote config is refused."""
 
-    label: str | None = None
-    group: str | None = None
-    threshold: float = Field(0.5, gt=0, le=1, description="score that starts an event")
-    hysteresis: float = Field(0.1, ge=0, lt=1, description="event ends below threshold - this")
-
-    @model_validator(mode="after")
-    def _one_target(self) -> Trigger:
-        if (self.label is None) == (self.group is None):
-            raise ValueError("a trigger names exactly one of label or group")
-        return self
-
-    @property
-    def target(self) -> str:
-        return self.group or self.label or ""
-
-
-class DetectionSettings(StrictModel):
-    triggers: list[Trigger] = Field(
-        default_factory=lambda: [
-            Trigger(group="distress", threshold=0.4),
-            Trigger(group="alarm", threshold=0.4),
-        ]
+    public_keys: list[str] = Field(
+        default_factory=list, description="base64 Ed25519 public keys that may sign configs"
     )
-    min_windows: int = Field(2, ge=1, le=100, description="positive windows before an event")
-    cooldown_s: float = Field(5.0, ge=0, description="quiet time after an event ends")
-    min_dbfs: float = Field(-60.0, le=0, description="windows quieter than this never trigger")
-    update_every_s: float = Field(5.0, gt=0, description="event update messages while active")
-
-
-class PublishSettings(StrictModel):
-    inference: Literal["every", "every_n", "interest", "none"] = Field(
-        "every", description="which windows produce an inference message"
-    )
-    every_n: int = Field(10, ge=1, description="with 'every_n': one window in n")
-    top_k: int = Field(5, ge=1, le=10)
-
-
-class ClipSettings(StrictModel):
-    enabled: bool = True
-    every_n: int = Field(0, ge=0, description="sample one clip every n windows (0: never)")
-    events: bool = Field(True, description="a clip for every event start")
-    low_confidence: tuple[float, float] | None = Field(
-        (0.3, 0.5), description="clip windows whose top score falls in this band"
-    )
-    low_confidence_max_per_hour: int = Field(30, ge=0)
-    pre_roll_s: float = Field(1.0, ge=0, le=10)
-    post_roll_s: float = Field(1.0, ge=0, le=10)
-    max_bytes: int = Field(256 * 1024, ge=4096, le=MAX_CLIP_AUDIO_BYTES)
-
-
-class PrivacySettings(StrictModel):
-    enabled: bool = Field(True, description="withhold clips that contain speech")
-    speech_threshold: float = Field(
-        0.3, gt=0, le=1, description="speech group score above which a clip is withheld"
+    pin_privacy: bool = Field(
+        False, description="refuse remote configs that weaken the local privacy settings"
     )
 
+    @field_validator("public_keys")
+    @classmethod
+    def _keys_parse(cls, keys: list[str]) -> list[str]:
+        from earwitness.shared.signing import load_public_key
 
-class RuntimeSettings(StrictModel):
-    """The part the cloud may replace at run time (``config`` topic)."""
-
-    version: int = Field(0, ge=0, description="increases with every remote change")
-    detection: DetectionSettings = Field(default_factory=DetectionSettings)
-    publish: PublishSettings = Field(default_factory=PublishSettings)
-    clips: ClipSettings = Field(default_factory=ClipSettings)
-    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+        for key in keys:
+            try:
+                load_public_key(key)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from exc
+        return keys
 
 
 class OutboxSettings(StrictModel):
@@ -162,6 +137,7 @@ class EdgeSettings(FileAndEnvSettings):
     source: SourceSettings = Field(default_factory=lambda: SourceSettings(kind="mic"))
     model: ModelSettings = Field(default_factory=ModelSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    remote_config: RemoteConfigSettings = Field(default_factory=RemoteConfigSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
@@ -195,19 +171,3 @@ def apply_directory(cfg: EdgeSettings) -> EdgeSettings:
         return cfg.model_copy(update={"device": DeviceSettings(**device)})
     except ValidationError as exc:
         raise ConfigError(format_errors(exc, f"{directory} entry '{cfg.device.id}'")) from exc
-
-
-def parse_runtime(payload: bytes) -> RuntimeSettings:
-    """A remote ``config`` message: JSON of RuntimeSettings. Raises ConfigError."""
-    import json
-
-    try:
-        data = json.loads(payload)
-    except ValueError as exc:
-        raise ConfigError(f"remote config is not JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError("remote config must be a JSON object")
-    try:
-        return RuntimeSettings.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_errors(exc, "remote config")) from exc

@@ -11,13 +11,28 @@ from typing import Any
 
 import numpy as np
 import paho.mqtt.client as paho
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
 from earwitness.edge.agent import EdgeAgent
 from earwitness.edge.config import EdgeSettings
 from earwitness.shared.audio import SAMPLE_RATE, Waveform
+from earwitness.shared.signing import public_key_text, sign
 from tests.conftest import MODELS
 from tests.services import MQTT_HOST, MQTT_PORT, require, unique
+
+# The operator's signing key in tests; every test device trusts its public half.
+CONFIG_KEY = Ed25519PrivateKey.generate()
+
+
+def signed_config(
+    site: str,
+    device: str,
+    version: int,
+    runtime: dict[str, Any],
+    key: Ed25519PrivateKey = CONFIG_KEY,
+) -> bytes:
+    return sign(key, site, device, version, runtime)
 
 
 def edge_config(
@@ -34,6 +49,7 @@ def edge_config(
             "drain_rate": 0,
         },
         "health": {"port": 0},
+        "remote_config": {"public_keys": [public_key_text(CONFIG_KEY.public_key())]},
     }
     for key, value in sections.items():
         data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value

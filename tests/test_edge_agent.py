@@ -5,9 +5,11 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from earwitness.edge.agent import EdgeAgent
 from earwitness.shared import audio
@@ -19,7 +21,14 @@ from earwitness.shared.messages import (
     decode,
 )
 from tests.conftest import ESC50, SPEECH
-from tests.edge_helpers import ArraySource, Collector, edge_config, noise, run_until_finished
+from tests.edge_helpers import (
+    ArraySource,
+    Collector,
+    edge_config,
+    noise,
+    run_until_finished,
+    signed_config,
+)
 from tests.ingest_helpers import wait_for
 from tests.services import unique
 
@@ -122,56 +131,80 @@ def test_speech_clips_are_never_published(tmp_path: Path) -> None:
     collector.close()
 
 
-def test_remote_config_bad_is_rejected_good_is_applied(tmp_path: Path) -> None:
+def test_remote_config_only_signed_newer_and_for_this_device_is_applied(
+    tmp_path: Path,
+) -> None:
+    """Over the real broker: unsigned, wrong key, another device's, invalid, a replayed
+    lower version and (pinned) privacy weakening are all refused with the reason in the
+    status; a valid signed config applies; it survives a restart; the retained copy
+    delivered again on reconnect changes nothing."""
     site = unique("s")
-    cfg = edge_config(tmp_path, site)
+    cfg = edge_config(tmp_path, site, remote_config={"pin_privacy": True})
     collector = Collector(site)
     agent = EdgeAgent(cfg, source=ArraySource(noise(120), speed=10))
     agent.start()
+    topic = f"earwitness/v1/{site}/dev1/config"
+    rogue = Ed25519PrivateKey.generate()
+
+    def last_status() -> dict[str, Any]:
+        statuses = collector.statuses()
+        return statuses[-1] if statuses else {}
+
+    def refused(payload: bytes, reason: str) -> None:
+        collector.publish(topic, payload, retain=True)
+        wait_for(
+            lambda: reason in (last_status().get("config_error") or ""),
+            what=f"refusal: {reason}",
+        )
+
     try:
         wait_for(lambda: agent.publisher.connected, what="agent connected")
-        config_topic = f"earwitness/v1/{site}/dev1/config"
         windows_before = agent.windows
-        collector.publish(config_topic, b"{not json", retain=True)
-        wait_for(
-            lambda: any(s.get("config_error") for s in collector.statuses()),
-            what="status with config_error",
+        refused(b"{not json", "not JSON")
+        refused(b'{"version": 9, "privacy": {"enabled": false}}', "not signed")
+        refused(
+            signed_config(site, "dev1", 9, {"privacy": {"enabled": False}}, key=rogue),
+            "does not verify",
         )
-        assert "not JSON" in collector.statuses()[-1]["config_error"]
-        collector.publish(
-            config_topic,
-            b'{"version": 2, "detection": {"triggers": [{"group": "sirens"}]}}',
-            retain=True,
+        refused(signed_config(site, "dev2", 9, {}), f"for {site}/dev2, not {site}/dev1")
+        refused(
+            signed_config(site, "dev1", 9, {"detection": {"triggers": [{"group": "sirens"}]}}),
+            "unknown group 'sirens'",
         )
-        wait_for(
-            lambda: (
-                "unknown group 'sirens'" in (collector.statuses()[-1].get("config_error") or "")
-            ),
-            what="unknown group rejected",
+        refused(signed_config(site, "dev1", 9, {"detectoin": {}}), "detectoin: unknown key")
+        refused(
+            signed_config(site, "dev1", 9, {"privacy": {"enabled": False}}),
+            "privacy is pinned locally (privacy.enabled false)",
         )
-        collector.publish(config_topic, b'{"version": 2, "detectoin": {}}', retain=True)
-        wait_for(
-            lambda: (
-                "detectoin: unknown key" in (collector.statuses()[-1].get("config_error") or "")
-            ),
-            what="typo rejected",
+        refused(
+            signed_config(site, "dev1", 9, {"privacy": {"speech_threshold": 0.9}}),
+            "privacy is pinned locally",
         )
         assert agent._runtime.settings.version == 0  # the old config is still in force
+        assert agent.metrics.total("config_rejected_total") == 8
         wait_for(lambda: agent.windows > windows_before + 5, what="agent keeps running")
-        collector.publish(
-            config_topic, b'{"version": 3, "publish": {"inference": "none"}}', retain=True
-        )
-        wait_for(lambda: collector.statuses()[-1].get("config_version") == 3, what="applied")
-        assert "config_error" not in collector.statuses()[-1]
+        good = signed_config(site, "dev1", 3, {"publish": {"inference": "none"}})
+        collector.publish(topic, good, retain=True)
+        wait_for(lambda: last_status().get("config_version") == 3, what="applied")
+        assert "config_error" not in last_status()
         time.sleep(0.5)
         distinct = lambda: len({p for _t, p in collector.of_kind("inference")})  # noqa: E731
         count = distinct()  # (no ingest here: unacknowledged messages are re-sent, same bytes)
         time.sleep(1.0)
         assert distinct() == count  # policy 'none' took effect
+        refused(signed_config(site, "dev1", 2, {}), "version 2 is not newer than the version")
+        agent.apply_remote_config(good)  # the retained copy again: not an error, no change
+        assert agent.config_error is not None and agent._runtime.settings.version == 3
     finally:
         agent.stop()
-        collector.publish(f"earwitness/v1/{site}/dev1/config", b"", retain=True)  # clear it
+        collector.publish(topic, b"", retain=True)  # clear it
         collector.close()
+    again = EdgeAgent(cfg, source=ArraySource(noise(1)))
+    try:
+        assert again._runtime.settings.version == 3, "the accepted config survives a restart"
+        assert again._runtime.settings.publish.inference == "none"
+    finally:
+        again.outbox.close()
 
 
 def test_slow_inference_drops_windows_but_capture_never_waits(tmp_path: Path) -> None:
