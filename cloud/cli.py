@@ -52,6 +52,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     from earwitness.cloud.ingest.consumer import IngestService
 
     settings = _settings(args)
+    settings.require_mqtt()
     if args.validate_config:
         print("configuration OK")
         return 0
@@ -199,7 +200,9 @@ def _cmd_config(args: argparse.Namespace) -> int:
     if args.action == "sign":
         sys.stdout.write(payload.decode() + "\n")
         return 0
-    remote_config.push(_settings(args).mqtt, site, device, payload)
+    settings = _settings(args)
+    settings.require_mqtt()
+    remote_config.push(settings.mqtt, site, device, payload)
     print(f"config version {version} pushed to {site}/{device} (retained)")
     return 0
 

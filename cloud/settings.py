@@ -10,11 +10,13 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from earwitness.shared.config import (
+    SAMPLE_PASSWORDS,
     FileAndEnvSettings,
     MqttSettings,
     StrictModel,
     load_settings_file,
 )
+from earwitness.shared.errors import ConfigError
 from earwitness.shared.messages import MAX_CLIP_AUDIO_BYTES
 
 DEFAULT_SQLITE_URL = "sqlite:///var/earwitness.db"
@@ -93,6 +95,16 @@ class WebSettings(StrictModel):
     )
 
 
+def _database_password(url: str) -> str | None:
+    from sqlalchemy.engine import make_url
+
+    try:
+        password = make_url(url).password
+    except Exception:  # an unparseable URL fails later, with its own message
+        return None
+    return None if password is None else str(password).strip().lower()
+
+
 class CloudSettings(FileAndEnvSettings):
     model_config = SettingsConfigDict(
         env_prefix="EARWITNESS_", env_nested_delimiter="__", extra="forbid"
@@ -113,15 +125,26 @@ class CloudSettings(FileAndEnvSettings):
     @model_validator(mode="after")
     def _production_has_secrets(self) -> CloudSettings:
         if self.environment == "production":
-            if self.mqtt.username is None or (
-                self.mqtt.password is None and self.mqtt.password_file is None
-            ):
-                raise ValueError("production needs mqtt.username and mqtt.password(_file)")
+            if self.mqtt.password is not None:  # set but weak: refuse wherever it is used
+                problems = self.mqtt.production_problems(require_tls=False)
+                if any("sample" in problem for problem in problems):
+                    raise ValueError("production: " + "; ".join(problems))
+            if _database_password(self.database_url) in SAMPLE_PASSWORDS:
+                raise ValueError("production: the database_url password is a sample password")
             if not self.web.auth:
                 raise ValueError("production requires web.auth (API tokens)")
             if self.database_url.startswith("sqlite"):
                 raise ValueError("production needs a MySQL/MariaDB database_url, not SQLite")
         return self
+
+    def require_mqtt(self) -> None:
+        """Services that talk MQTT (ingest, config push) need their own credential in
+        production; web, second opinion and migrations do not use MQTT and get none."""
+        if self.environment != "production":
+            return
+        problems = self.mqtt.production_problems(require_tls=False)
+        if problems:
+            raise ConfigError("production: " + "; ".join(problems))
 
     def resolved_database_url(self) -> str:
         if self.database_password_file is None:

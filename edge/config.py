@@ -133,6 +133,11 @@ class EdgeSettings(FileAndEnvSettings):
         env_prefix="EARWITNESS_EDGE_", env_nested_delimiter="__", extra="forbid"
     )
 
+    environment: Literal["development", "production"] = Field(
+        "development",
+        description="production refuses MQTT without TLS, without a credential or with a"
+        " sample password",
+    )
     device: DeviceSettings = Field(default_factory=DeviceSettings)
     source: SourceSettings = Field(default_factory=lambda: SourceSettings(kind="mic"))
     model: ModelSettings = Field(default_factory=ModelSettings)
@@ -145,6 +150,14 @@ class EdgeSettings(FileAndEnvSettings):
     max_backlog_s: float = Field(
         10.0, ge=1, le=300, description="audio buffered for inference before windows drop"
     )
+
+    @model_validator(mode="after")
+    def _production(self) -> EdgeSettings:
+        if self.environment == "production":
+            problems = self.mqtt.production_problems(require_tls=True)
+            if problems:
+                raise ValueError("production: " + "; ".join(problems))
+        return self
 
 
 def load_edge_settings(path: Path | None) -> EdgeSettings:

@@ -22,6 +22,27 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+# Passwords from docs, examples and habits: refused in production wherever a secret is set.
+SAMPLE_PASSWORDS = frozenset(
+    {
+        "",
+        "changeme",
+        "change-me",
+        "password",
+        "secret",
+        "admin",
+        "root",
+        "mosquitto",
+        "earwitness",
+        "test",
+        "example",
+        "123456",
+        "pw-dev1",
+        "pw-ingest",
+    }
+)
+
+
 class MqttSettings(StrictModel):
     host: str = Field("127.0.0.1", description="broker host name or address")
     port: int = Field(1883, ge=1, le=65535)
@@ -47,6 +68,20 @@ class MqttSettings(StrictModel):
         if self.reconnect_min_s > self.reconnect_max_s:
             raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
         return self
+
+    def production_problems(self, require_tls: bool) -> list[str]:
+        """What a production deployment must not run with: no credential, a sample
+        password, or (for devices, whose traffic crosses networks) no TLS."""
+        problems = []
+        if self.username is None or (self.password is None and self.password_file is None):
+            problems.append("mqtt.username and mqtt.password(_file) are required")
+        elif self.password is not None and (
+            self.password.get_secret_value().strip().lower() in SAMPLE_PASSWORDS
+        ):
+            problems.append("mqtt.password is a sample password: onboarding prints a real one")
+        if require_tls and not self.tls:
+            problems.append("mqtt.tls must be true (the broker's device listener is 8883)")
+        return problems
 
     def resolved_password(self) -> str | None:
         if self.password_file is not None:

@@ -3,7 +3,6 @@ the Kubernetes schemas, Dockerfiles linted, the onboarding script end to end."""
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import shutil
@@ -143,24 +142,63 @@ def test_dockerfiles_lint_clean() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_onboarding_creates_user_and_secret_patch(tmp_path: Path) -> None:
-    passwd = tmp_path / "secrets" / "passwd"
+def test_onboarding_creates_user_acl_and_prints_the_password_once(tmp_path: Path) -> None:
+    bdir = tmp_path / "broker"
+    script = str(REPO / "deploy/onboard-device.sh")
     proc = subprocess.run(
-        [str(REPO / "deploy/onboard-device.sh"), "--passwd", str(passwd), "jetson-07"],
+        [script, "--broker-dir", str(bdir), "--site", "vienna", "jetson-07"],
         capture_output=True,
         text=True,
         timeout=30,
     )
     assert proc.returncode == 0, proc.stderr
-    patch = json.loads(proc.stdout)
-    password = base64.b64decode(patch["data"]["jetson-07"]).decode()
+    password = proc.stdout.split("password: ")[1].split()[0]
     assert len(password) >= 24
-    assert passwd.read_text().startswith("jetson-07:$7$")  # hashed, never plain
-    assert password not in passwd.read_text()
+    users = (bdir / "devices.passwd").read_text()
+    assert users.startswith("jetson-07:$7$") and password not in users  # hashed, never plain
+    acl = (bdir / "devices.acl").read_text()
+    assert "topic write earwitness/v1/vienna/jetson-07/inference" in acl
+    assert "+" not in acl.split("user jetson-07")[1]  # no patterns: its own site only
+    out = tmp_path / "jetson-08.cred"
+    quiet = subprocess.run(
+        [script, "--broker-dir", str(bdir), "--site", "vienna", "--out", str(out), "jetson-08"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert quiet.returncode == 0 and "password" not in quiet.stdout
+    assert (out.stat().st_mode & 0o777) == 0o600 and "password=" in out.read_text()
     bad = subprocess.run(
-        [str(REPO / "deploy/onboard-device.sh"), "--passwd", str(passwd), "bad/id"],
+        [script, "--broker-dir", str(bdir), "--site", "vienna", "bad/id"],
         capture_output=True,
         text=True,
         timeout=30,
     )
     assert bad.returncode == 2 and "must be 1-64" in bad.stderr
+
+
+def test_each_edge_pod_reads_only_its_own_credential() -> None:
+    (ds,) = [d for d in _render("edge-jetson") if d["kind"] == "DaemonSet"]
+    volumes = {v["name"]: v for v in ds["spec"]["template"]["spec"]["volumes"]}
+    assert not any("secret" in v for v in volumes.values()), "no fleet-wide Secret is mounted"
+    assert volumes["device-credential"]["hostPath"]["path"] == "/etc/earwitness-device"
+    env = {
+        e["name"]: e.get("value") for e in ds["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["EARWITNESS_EDGE_MQTT__PASSWORD_FILE"] == "/etc/earwitness/device/mqtt-password"
+    assert (
+        env["EARWITNESS_EDGE_MQTT__TLS"] == "true"
+        and env["EARWITNESS_EDGE_ENVIRONMENT"] == "production"
+    )
+
+
+def test_only_ingest_gets_an_mqtt_credential() -> None:
+    for doc in _render("cloud"):
+        if doc["kind"] not in ("Deployment", "Job", "StatefulSet"):
+            continue
+        for container in doc["spec"]["template"]["spec"]["containers"]:
+            names = {e["name"] for e in container.get("env", [])}
+            if doc["metadata"]["name"].endswith("ingest"):
+                assert "EARWITNESS_MQTT__PASSWORD" in names
+            else:
+                assert not any(n.startswith("EARWITNESS_MQTT__") for n in names), doc["metadata"]

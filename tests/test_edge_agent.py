@@ -178,7 +178,7 @@ def test_remote_config_only_signed_newer_and_for_this_device_is_applied(
         )
         refused(
             signed_config(site, "dev1", 9, {"privacy": {"speech_threshold": 0.9}}),
-            "privacy is pinned locally",
+            "privacy.speech_threshold 0.9 above the local",
         )
         assert agent._runtime.settings.version == 0  # the old config is still in force
         assert agent.metrics.total("config_rejected_total") == 8
