@@ -195,6 +195,16 @@ def test_review_stats_trust_and_csv(api) -> None:  # type: ignore[no-untyped-def
     assert {"key": "Siren", "reviewed": 1, "reviewed_correct": 0}.items() <= trust[0].items()
     hourly = c.get("/api/v1/stats/hourly", params=_range()).json()
     assert sum(h["count"] for h in hourly) == 180
+    # Grouped by the database, the same as bucketing every row by hour in Python.
+    rows = c.get("/api/v1/inferences", params={**_range(), "limit": 1000}).json()["items"]
+    expected: dict[tuple[str, str], int] = {}
+    for row in rows:
+        hour = datetime.fromisoformat(row["window_start"]).replace(
+            minute=0, second=0, microsecond=0
+        )
+        key = (hour.isoformat(), row["label"])
+        expected[key] = expected.get(key, 0) + 1
+    assert {(h["hour"], h["label"]): h["count"] for h in hourly} == expected
     per_device = {d["device_id"]: d["count"] for d in c.get("/api/v1/stats/devices").json()}
     assert per_device == {"vienna": 60, "berlin": 60, "paris": 60}
     csv_text = c.get("/api/v1/inferences.csv", params={**_range(), "device": "berlin"}).text

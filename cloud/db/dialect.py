@@ -38,6 +38,14 @@ def greatest(session: Session, a: Any, b: Any) -> ColumnElement[Any]:
 SelectT = TypeVar("SelectT")
 
 
+def hour_bucket(session: Session, column: Any) -> ColumnElement[Any]:
+    """The start of the UTC hour a timestamp falls in, as text ``YYYY-MM-DD HH:00:00``,
+    computed by the database so that counting per hour needs no rows in Python."""
+    if is_mysql(session):
+        return func.date_format(column, "%Y-%m-%d %H:00:00")
+    return func.strftime("%Y-%m-%d %H:00:00", column)
+
+
 def lock_rows(session: Session, query: SelectT, skip_locked: bool = False) -> SelectT:
     """``FOR UPDATE`` (optionally ``SKIP LOCKED``) where the database has row locks; SQLite
     serializes writers instead, so the query is returned unchanged there."""

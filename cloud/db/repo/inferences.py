@@ -10,14 +10,14 @@ from typing import Any
 from sqlalchemy import Select, and_, desc, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from earwitness.cloud.db.dialect import insert_ignore
+from earwitness.cloud.db.dialect import hour_bucket, insert_ignore
 from earwitness.cloud.db.models import Inference, table_of
 from earwitness.cloud.db.repo.filters import Filters, decode_cursor, encode_cursor
 
 # How far back the map looks for each device's latest detections.
 LATEST_DETECTIONS_DAYS = 7
-# Rows the hourly stats read at most: a cap on the work one request can cause.
-STATS_MAX_ROWS = 1_000_000
+# Hour x label groups the hourly stats return at most (31 days x 24 h x ~130 labels).
+STATS_MAX_GROUPS = 100_000
 
 
 def add_many(session: Session, rows: Sequence[Mapping[str, Any]]) -> int:
@@ -228,17 +228,19 @@ class HourCount:
 
 
 def counts_per_hour(session: Session, f: Filters) -> list[HourCount]:
-    """Counts per label per hour (bucketed in Python: portable across both databases)."""
-    q = select(Inference.window_start, Inference.label).where(
+    """Counts per label per hour, grouped by the database (bounded work: the result has at
+    most hours x labels rows, capped at STATS_MAX_GROUPS, whatever the row count)."""
+    bucket = hour_bucket(session, Inference.window_start).label("hour")
+    q = select(bucket, Inference.label, func.count()).where(
         Inference.window_start >= f.start, Inference.window_start < f.end
     )
     if f.device:
         q = q.where(Inference.device_id == f.device)
-    counts: dict[tuple[datetime, str], int] = {}
-    for ts, label in session.execute(q.limit(STATS_MAX_ROWS)):
-        key = (ts.replace(minute=0, second=0, microsecond=0), label)
-        counts[key] = counts.get(key, 0) + 1
-    return [HourCount(h, lbl, n) for (h, lbl), n in sorted(counts.items())]
+    q = q.group_by(bucket, Inference.label).order_by(bucket, Inference.label)
+    return [
+        HourCount(datetime.fromisoformat(str(hour)).replace(tzinfo=UTC), label, int(n))
+        for hour, label, n in session.execute(q.limit(STATS_MAX_GROUPS)).all()
+    ]
 
 
 @dataclass(frozen=True)
