@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -51,6 +52,19 @@ GroupName = Annotated[
     str, Field(min_length=1, max_length=ID_LEN, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 ]
 Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
+
+
+def _utc_in_range(value: datetime) -> datetime:
+    """Every timestamp carries an offset and lies in a range the database can store."""
+    if value.tzinfo is None:
+        raise ValueError("timestamp must carry a UTC offset")
+    value = value.astimezone(UTC)
+    if not EARLIEST <= value < LATEST:
+        raise ValueError(f"timestamp outside {EARLIEST.year}..{LATEST.year}")
+    return value
+
+
+Timestamp = Annotated[datetime, AfterValidator(_utc_in_range)]
 EventPhase = Literal["start", "update", "end"]
 ClipReason = Literal["sampled", "event", "low_confidence"]
 DeviceState = Literal["online", "offline"]
@@ -91,26 +105,13 @@ class _Envelope(_Frozen):
     id: MessageId = Field(description="unique message id; the idempotency key")
     site: DeviceId
     device: DeviceId
-    ts: datetime = Field(description="when the device created the message (UTC)")
+    ts: Timestamp = Field(description="when the device created the message (UTC)")
 
     @field_validator("v", mode="before")
     @classmethod
     def _version(cls, value: Any) -> Any:
         if type(value) is not int or value != SCHEMA_VERSION:  # not True, not 1.0
             raise ValueError(f"schema version must be the integer {SCHEMA_VERSION}")
-        return value
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _utc(cls, value: Any) -> Any:
-        """Every timestamp carries an offset and lies in a range the database can store."""
-        if not isinstance(value, datetime):
-            return value
-        if value.tzinfo is None:
-            raise ValueError("timestamp must carry a UTC offset")
-        value = value.astimezone(UTC)
-        if not EARLIEST <= value < LATEST:
-            raise ValueError(f"timestamp outside {EARLIEST.year}..{LATEST.year}")
         return value
 
 
@@ -126,7 +127,7 @@ class _Sequenced(_Envelope):
 
 class InferenceMessage(_Sequenced):
     kind: Literal["inference"] = "inference"
-    window_start: datetime = Field(description="UTC start of the 0.96 s analysis window")
+    window_start: Timestamp = Field(description="UTC start of the 0.96 s analysis window")
     window_s: float = Field(gt=0, le=60)
     top: list[LabelScore] = Field(min_length=1, max_length=MAX_TOP_K)
     groups: dict[GroupName, Score] = Field(default_factory=dict, max_length=MAX_GROUPS)
@@ -153,7 +154,7 @@ class EventMessage(_Sequenced):
     phase: EventPhase
     label: Name = Field(description="the label or group that triggered the event")
     group: GroupName | None = None
-    started_at: datetime
+    started_at: Timestamp
     duration_s: float = Field(ge=0, le=86_400)
     peak_score: Score
     windows: int = Field(ge=1, le=MAX_INT32)
@@ -166,13 +167,13 @@ class ClipMessage(_Sequenced):
     clip_id: MessageId
     reason: ClipReason
     event_id: MessageId | None = None
-    started_at: datetime = Field(description="UTC time of the clip's first sample")
+    started_at: Timestamp = Field(description="UTC time of the clip's first sample")
     duration_s: float = Field(gt=0, le=30)
     sample_rate: int = Field(ge=8000, le=48000)
     format: Literal["flac"] = "flac"
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     audio_b64: str = Field(max_length=(MAX_CLIP_AUDIO_BYTES * 4) // 3 + 4)
-    window_start: datetime = Field(description="the analysis window this clip was taken for")
+    window_start: Timestamp = Field(description="the analysis window this clip was taken for")
     edge_top: list[LabelScore] = Field(min_length=1, max_length=MAX_TOP_K)
     edge_groups: dict[GroupName, Score] = Field(default_factory=dict, max_length=MAX_GROUPS)
     model: str = Field(max_length=80)
@@ -243,7 +244,7 @@ class AckMessage(_Frozen):
     v: Literal[1] = SCHEMA_VERSION
     epoch: str = Field(min_length=8, max_length=32)
     seq: int = Field(ge=-1, le=MAX_SEQ)
-    ts: datetime
+    ts: Timestamp
 
 
 UplinkMessage = Annotated[

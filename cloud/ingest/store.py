@@ -156,33 +156,12 @@ def store_batch(
     except Exception as exc:
         if classify(exc) is not Fault.DATA:
             raise
-        log.warning(
-            "batch of %d refused for its data, finding the message: %s", len(raw), reason(exc)
-        )
-    return _isolate(batches, list(raw), clips, limits)
-
-
-def _isolate(
-    batches: BatchStore, raw: list[RawMessage], clips: ClipStore, limits: Limits
-) -> WriteResult:
-    if len(raw) == 1:
-        try:
-            return batches.store(prepare(raw, clips, limits))
-        except Exception as exc:
-            if classify(exc) is not Fault.DATA:
-                raise
+        if len(raw) == 1:
             log.warning("dead-lettered a message on %s: %s", raw[0].topic[:200], reason(exc))
             return batches.store(dead_letter(raw[0], reason(exc), limits))
+        log.warning("batch of %d refused for its data, splitting it: %s", len(raw), reason(exc))
     half = len(raw) // 2
-    results = []
-    for part in (raw[:half], raw[half:]):
-        try:
-            results.append(batches.store(prepare(part, clips, limits)))
-        except Exception as exc:
-            if classify(exc) is not Fault.DATA:
-                raise
-            results.append(_isolate(batches, part, clips, limits))
-    return merge(results)
+    return merge([store_batch(batches, part, clips, limits) for part in (raw[:half], raw[half:])])
 
 
 def merge(results: Sequence[WriteResult]) -> WriteResult:

@@ -25,6 +25,7 @@ STATIC_HEADERS = [
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), payment=()"),
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
+_STATIC_NAMES = {name for name, _ in STATIC_HEADERS}
 
 
 def tile_origins(*urls: str) -> list[str]:
@@ -81,9 +82,7 @@ class SecurityHeaders:
             nonlocal start, html
             if message["type"] == "http.response.start":
                 headers = [
-                    (k, v)
-                    for k, v in message.get("headers", [])
-                    if k.lower() not in {name for name, _ in STATIC_HEADERS}
+                    (k, v) for k, v in message.get("headers", []) if k.lower() not in _STATIC_NAMES
                 ]
                 headers.extend(STATIC_HEADERS)
                 content_type = dict(headers).get(b"content-type", b"")
