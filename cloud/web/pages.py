@@ -71,7 +71,6 @@ TEMPLATES = Environment(
     loader=PackageLoader("earwitness.cloud.web", "templates"),
     autoescape=select_autoescape(default=True, default_for_string=True),
 )
-TEMPLATES.filters["utc"] = _utc
 
 
 def script_json(value: Any) -> Markup:
@@ -87,6 +86,10 @@ def script_json(value: Any) -> Markup:
     ):
         text = text.replace(raw, escaped)
     return Markup(text)
+
+
+TEMPLATES.filters["utc"] = _utc
+TEMPLATES.filters["script_json"] = script_json
 
 
 class _Html(folium.Element):
@@ -203,16 +206,12 @@ def map_page(
         params=params,
         groups=["", *sorted(GROUP_COLORS)],
     )
+    head = TEMPLATES.get_template("map_head.html").render(styles=PAGE_STYLES, scripts=PAGE_SCRIPTS)
     root = fmap.get_root()
-    head = "".join(f'<link rel="stylesheet" href="{href}">' for href in PAGE_STYLES)
-    head += "".join(f'<script src="{src}" defer></script>' for src in PAGE_SCRIPTS)
     root.header.add_child(_Html(head))  # type: ignore[attr-defined]
     root.html.add_child(_Html(bar), index=0)  # type: ignore[attr-defined]
     root.html.add_child(  # type: ignore[attr-defined]
-        _Html(
-            f'<script type="application/json" id="ew-map-data">{script_json(data)}</script>'
-            '<script src="/static/js/map.js" defer></script>'
-        )
+        _Html(TEMPLATES.get_template("map_data.html").render(data=data))
     )
     root.height = "calc(100% - 60px)"  # type: ignore[attr-defined]
     return HTMLResponse(root.render())
