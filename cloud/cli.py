@@ -64,6 +64,26 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_alerts(args: argparse.Namespace) -> int:
+    from earwitness.cloud.alerts.service import AlertService
+    from earwitness.shared.errors import ConfigError
+
+    settings = _settings(args)
+    if settings.alerts.mqtt:
+        settings.require_mqtt()
+    if not settings.alerts.rules:
+        raise ConfigError("alerts.rules is empty: nothing to evaluate (see docs/alerts.md)")
+    if args.validate_config:
+        rules = ", ".join(r.name for r in settings.alerts.rules)
+        print(f"configuration OK: rules {rules}")
+        return 0
+    engine = _migrated_engine(settings)
+    stop = stop_on_signals()
+    with AlertService(settings, engine):
+        stop.wait()
+    return 0
+
+
 def _cmd_db(args: argparse.Namespace) -> int:
     from earwitness.cloud.db import migrate
 
@@ -192,18 +212,92 @@ def _cmd_config(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 0
-    if args.file is None or args.target is None:
-        print("error: config sign/push need TARGET (site/device) and --file", file=sys.stderr)
+    if (args.file is None and not args.head) or args.target is None:
+        print(
+            "error: config sign/push need TARGET (site/device) and --file and/or --head",
+            file=sys.stderr,
+        )
         return 2
     site, _, device = args.target.partition("/")
-    payload, version = remote_config.signed_payload(args.key, site, device, args.file, args.version)
+    settings = _settings(args)
+    heads = None
+    if args.head:
+        heads = [remote_config.head_ref(_head_bytes(settings, h), args.head_url) for h in args.head]
+    payload, version = remote_config.signed_payload(
+        args.key, site, device, args.file, args.version, heads
+    )
     if args.action == "sign":
         sys.stdout.write(payload.decode() + "\n")
         return 0
-    settings = _settings(args)
     settings.require_mqtt()
     remote_config.push(settings.mqtt, site, device, payload)
     print(f"config version {version} pushed to {site}/{device} (retained)")
+    return 0
+
+
+def _head_bytes(settings: Any, spec: str) -> bytes:
+    """A head for a config: a file, or one uploaded before (sha256, prefix or name)."""
+    from earwitness.cloud.db.engine import transaction
+    from earwitness.cloud.db.repo import heads
+    from earwitness.shared.errors import ConfigError
+
+    path = Path(spec)
+    if path.is_file():
+        return path.read_bytes()
+    with transaction(_engine(settings)) as session:
+        row = heads.find(session, spec)
+        if row is None:
+            raise ConfigError(
+                f"--head {spec}: no such file, and no uploaded head with that name or sha256"
+                " (see `earwitness heads list`)"
+            )
+        return bytes(row.content)
+
+
+def _cmd_heads(args: argparse.Namespace) -> int:
+    import json
+
+    from earwitness.cloud.db.engine import transaction
+    from earwitness.cloud.db.repo import heads
+
+    engine = _migrated_engine(_settings(args))
+    if args.action == "upload":
+        if args.file is None:
+            print("error: heads upload needs FILE", file=sys.stderr)
+            return 2
+        with transaction(engine) as session:
+            row, new = heads.add(session, args.file.read_bytes(), args.by)
+            print(
+                f"{'uploaded' if new else 'already stored'}: {row.head_id} ({row.classes})"
+                f" sha256 {row.sha256} for {row.model_id}"
+            )
+        return 0
+    with transaction(engine) as session:
+        rows = heads.listing(session)
+        if args.json:
+            print(
+                json.dumps(
+                    [
+                        {
+                            "sha256": r.sha256,
+                            "head_id": r.head_id,
+                            "classes": r.classes.split(","),
+                            "model_id": r.model_id,
+                            "size_bytes": r.size_bytes,
+                            "uploaded_at": r.uploaded_at.isoformat(),
+                        }
+                        for r in rows
+                    ],
+                    indent=2,
+                )
+            )
+            return 0
+        for r in rows:
+            print(
+                f"{r.sha256[:16]}  {r.head_id:32}  {r.classes:28}  {r.uploaded_at:%Y-%m-%d %H:%M}"
+            )
+        if not rows:
+            print("no heads uploaded (earwitness heads upload FILE)")
     return 0
 
 
@@ -236,6 +330,11 @@ def register(sub: Any) -> None:
     p.add_argument("--validate-config", action="store_true", help="check settings and exit")
     p.set_defaults(handler=_cmd_ingest)
 
+    p = sub.add_parser("alerts", help="correlation rules over detections; alerts, notifications")
+    _common(p)
+    p.add_argument("--validate-config", action="store_true", help="check settings and exit")
+    p.set_defaults(handler=_cmd_alerts)
+
     p = sub.add_parser("second-opinion", help="re-score stored clips with another model")
     _common(p)
     p.add_argument("--backends", default="yamnet-reference", help="comma-separated")
@@ -257,8 +356,27 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--version", type=int, default=None, help="config version (default: unix ms now)"
     )
+    p.add_argument(
+        "--head",
+        action="append",
+        default=[],
+        help="ship this custom head (a file, or an uploaded head's name or sha256); repeat",
+    )
+    p.add_argument(
+        "--head-url",
+        default=None,
+        help="web app base URL: devices download heads from it instead of inline",
+    )
     _common(p)
     p.set_defaults(handler=_cmd_config)
+
+    p = sub.add_parser("heads", help="custom heads for devices: upload, list")
+    p.add_argument("action", choices=["upload", "list"])
+    p.add_argument("file", nargs="?", type=Path, default=None, help="head file (upload)")
+    p.add_argument("--by", default=None, help="who uploads (recorded)")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+    p.set_defaults(handler=_cmd_heads)
 
     p = sub.add_parser("report", help="reports: agreement of edge labels with second opinions")
     p.add_argument("kind", choices=["agreement"])

@@ -8,6 +8,8 @@ gets it when it reconnects.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from pydantic import ValidationError
 
 from earwitness.shared.config import MqttSettings, format_errors, load_yaml
 from earwitness.shared.errors import ConfigError
+from earwitness.shared.heads import parse_head
 from earwitness.shared.mqtt import MqttConnection
 from earwitness.shared.runtime_settings import RuntimeSettings
 from earwitness.shared.signing import load_private_key, sign
@@ -35,14 +38,37 @@ def runtime_from_file(path: Path) -> dict[str, Any]:
     return data
 
 
+def head_ref(blob: bytes, url_base: str | None = None) -> dict[str, Any]:
+    """How a config names a head file: inline (base64, signed with the config) or, with
+    ``url_base``, by the web app's URL for it (the device checks the sha256 either way)."""
+    head = parse_head(blob, "head")
+    sha = hashlib.sha256(blob).hexdigest()
+    ref: dict[str, Any] = {"sha256": sha, "name": head.name[:64]}
+    if url_base:
+        ref["url"] = f"{url_base.rstrip('/')}/api/v1/heads/{sha}/artifact"
+    else:
+        ref["artifact"] = base64.b64encode(blob).decode()
+    return ref
+
+
 def signed_payload(
-    key_file: Path, site: str, device: str, runtime_file: Path, version: int | None
+    key_file: Path,
+    site: str,
+    device: str,
+    runtime_file: Path | None,
+    version: int | None,
+    heads: list[dict[str, Any]] | None = None,
 ) -> tuple[bytes, int]:
     """The signed config bytes and their version (unix milliseconds unless given)."""
     version = version if version is not None else int(time.time() * 1000)
-    return sign(
-        load_private_key(key_file), site, device, version, runtime_from_file(runtime_file)
-    ), version
+    runtime = runtime_from_file(runtime_file) if runtime_file is not None else {}
+    if heads is not None:
+        runtime["heads"] = heads
+        try:
+            RuntimeSettings.model_validate(runtime)
+        except ValidationError as exc:
+            raise ConfigError(format_errors(exc, "remote config with heads")) from exc
+    return sign(load_private_key(key_file), site, device, version, runtime), version
 
 
 def push(mqtt: MqttSettings, site: str, device: str, payload: bytes) -> None:

@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from earwitness.cloud.alerts.rules import AlertSettings
 from earwitness.shared.config import (
     SAMPLE_PASSWORDS,
     FileAndEnvSettings,
@@ -78,18 +79,41 @@ class ClipStoreSettings(StrictModel):
 
 
 class WebSettings(StrictModel):
+    @field_validator("pmtiles_path")
+    @classmethod
+    def _pmtiles_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no PMTiles archive at {value}")
+        return value
+
     host: str = Field("127.0.0.1", description="listen address")
     port: int = Field(8000, ge=1, le=65535)
     auth: bool = Field(True, description="require API tokens (only the demo turns this off)")
     tile_url: str = Field(
-        "", description="map tile URL template; empty: markers on a blank map (air-gapped)"
+        "https://tile.openstreetmap.org/{z}/{x}/{y}.png",
+        max_length=500,
+        description="online raster tiles over the offline basemap when the browser can reach"
+        " them (default OpenStreetMap); empty: never ask the internet",
     )
-    tile_attribution: str = ""
+    tile_attribution: str = Field(
+        "© OpenStreetMap contributors", max_length=300, description="shown on the map"
+    )
+    pmtiles_path: Path | None = Field(
+        None,
+        description="a local PMTiles archive (raster or vector, e.g. a protomaps extract) served"
+        " at /tiles/basemap.pmtiles for air-gapped sites",
+    )
+    pmtiles_attribution: str = Field("© OpenStreetMap contributors", max_length=300)
     cors_origins: list[str] = Field(default_factory=list, description="CORS is off unless set")
     max_request_bytes: int = Field(64 * 1024, ge=1024, description="larger requests get 413")
     max_page: int = Field(1000, ge=1, le=10_000, description="largest page of the API")
     max_range_days: float = Field(31, gt=0, description="longest time range of one query")
-    map_detections_limit: int = Field(100_000, ge=0, description="detections drawn on the map")
+    map_detections_limit: int = Field(
+        20_000,
+        ge=0,
+        le=1_000_000,
+        description="newest detections the map aggregates per load (bounds each request's work)",
+    )
     detection_min_score: float = Field(
         0.5, ge=0, le=1, description="group score from which a window counts as a detection"
     )
@@ -121,6 +145,7 @@ class CloudSettings(FileAndEnvSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     clips: ClipStoreSettings = Field(default_factory=ClipStoreSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     @model_validator(mode="after")
     def _production_has_secrets(self) -> CloudSettings:

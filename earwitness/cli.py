@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from earwitness.cloud import cli as cloud_cli
+from earwitness.cloud.heads import cli as heads_cli
 from earwitness.edge import cli as edge_cli
 from earwitness.shared import __version__
 from earwitness.shared import cli as shared_cli
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     shared_cli.register(sub)
     edge_cli.register(sub)
     cloud_cli.register(sub)
+    heads_cli.register(sub)
     _register_demo(sub)
     return parser
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from earwitness.cloud.alerts.service import AlertService
 from earwitness.cloud.broker import EmbeddedBroker
 from earwitness.cloud.clipstore import FileClipStore
 from earwitness.cloud.db.engine import make_engine, transaction
@@ -54,6 +55,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# What the demo's soundscape can raise: its devices are cities apart, so correlations
+# only ever pair sounds on one device.
+DEMO_RULES: list[dict[str, Any]] = [
+    {
+        "name": "distress",
+        "severity": "critical",
+        "all_of": [{"label": "distress", "min_score": 0.3}, {"label": "alarm", "min_score": 0.3}],
+        "within_s": 30,
+        "within_m": 150,
+    },
+    {
+        "name": "alarm",
+        "severity": "warning",
+        "any_of": [{"label": "alarm", "min_score": 0.5}],
+        "rate_limit_s": 300,
+    },
+]
+
+
 class Demo:
     def __init__(
         self,
@@ -81,6 +101,7 @@ class Demo:
             clips={"url": str(data_dir / "clips")},
             ingest={"client_id": f"demo-ingest-{self.broker_port}", "health_port": 0},
             web={"auth": False, "port": web_port},
+            alerts={"rules": DEMO_RULES, "mqtt": True},
         )
         self.engine = make_engine(self.db_url)
         self.agents: list[Any] = []
@@ -99,6 +120,8 @@ class Demo:
         )
         self._start_web()
         self._start_second_opinion()
+        self._start(AlertService(self.settings, self.engine))
+        print("alerts: " + ", ".join(r["name"] for r in DEMO_RULES), flush=True)
         self._start_devices()
         print(
             f"\n  Open http://127.0.0.1:{self.web_port}/ (API docs at /docs). Ctrl-C stops.\n",

@@ -24,6 +24,7 @@ from earwitness.edge.capture import AudioRing, CaptureBuffer
 from earwitness.edge.clips import ClipSampler, PendingClips, ReadyClip, SpeechTrack
 from earwitness.edge.config import EdgeSettings, RuntimeSettings
 from earwitness.edge.events import EventDetector, EventUpdate
+from earwitness.edge.heads_remote import HeadStore
 from earwitness.edge.levels import RunningLeq, dbfs
 from earwitness.edge.outbox import Outbox
 from earwitness.edge.privacy import PrivacyFilter
@@ -34,6 +35,7 @@ from earwitness.shared import __version__, topics
 from earwitness.shared.audio import SAMPLE_RATE
 from earwitness.shared.errors import ConfigError
 from earwitness.shared.frontend import PATCH_SAMPLES, PATCH_SECONDS, StreamingFrontend
+from earwitness.shared.heads import Head, head_features, load_heads
 from earwitness.shared.labels import ClassMap, LabelGroups
 from earwitness.shared.messages import (
     ClipMessage,
@@ -74,9 +76,17 @@ def cpu_temperature() -> float | None:
 class _Runtime:
     """Everything derived from RuntimeSettings; replaced whole on a remote config change."""
 
-    def __init__(self, settings: RuntimeSettings, class_map: ClassMap, groups: LabelGroups) -> None:
+    def __init__(
+        self,
+        settings: RuntimeSettings,
+        class_map: ClassMap,
+        groups: LabelGroups,
+        heads: list[Head],
+    ) -> None:
         self.settings = settings
-        self.detector = EventDetector(settings.detection, class_map, groups)
+        self.heads = heads
+        self.custom_thresholds = {c: h.thresholds[c] for h in heads for c in h.classes}
+        self.detector = EventDetector(settings.detection, class_map, groups, self.custom_thresholds)
         self.sampler = ClipSampler(settings.clips)
         self.privacy = PrivacyFilter(settings.privacy)
 
@@ -87,12 +97,16 @@ class EdgeAgent(Service):
     def __init__(self, cfg: EdgeSettings, source: AudioSource | None = None) -> None:
         self.cfg = cfg
         model_dir = cfg.model.dir
+        # Embeddings (what heads read) when heads run now or may arrive by remote config.
+        embeddings = bool(cfg.model.heads) or bool(cfg.remote_config.public_keys)
         self.model = YamnetModel.load(
-            cfg.model.name, model_dir, threads=cfg.model.threads, embeddings=False
+            cfg.model.name, model_dir, threads=cfg.model.threads, embeddings=embeddings
         )
+        self.local_heads = load_heads(cfg.model.heads, self.model.model_id)
+        self._head_store = HeadStore(cfg.outbox.path.with_name(cfg.outbox.path.name + ".heads"))
         self.class_map = ClassMap.load(locate(CLASS_MAP, model_dir))
         self.groups = LabelGroups.load(self.class_map, cfg.model.groups_file)
-        self._runtime = _Runtime(cfg.runtime, self.class_map, self.groups)
+        self._runtime = self._new_runtime(cfg.runtime)
         self._runtime_lock = threading.Lock()
         self.config_error: str | None = None
         self._config_gate = RemoteConfigGate(
@@ -105,8 +119,12 @@ class EdgeAgent(Service):
         self._applied_config: bytes | None = None  # the remote config in force, as received
         remembered = self._config_gate.recall()
         if remembered is not None:  # the cloud's last config survives a restart
-            self._applied_config, settings = remembered
-            self._runtime = _Runtime(settings, self.class_map, self.groups)
+            try:
+                self._runtime = self._new_runtime(remembered[1])
+                self._applied_config = remembered[0]
+            except ConfigError as exc:  # e.g. a head URL unreachable and not cached
+                self.config_error = f"stored remote config not applied: {exc}"[:2000]
+                log.warning("%s", self.config_error)
         self.source = source or open_source(cfg.source)
         self.buffer = CaptureBuffer(
             int(cfg.max_backlog_s * SAMPLE_RATE),
@@ -238,6 +256,35 @@ class EdgeAgent(Service):
         finally:
             self.inference_done.set()
 
+    def _new_runtime(self, settings: RuntimeSettings) -> _Runtime:
+        """Raises ConfigError (with the reason) when the settings cannot run here."""
+        heads = self.local_heads
+        if settings.heads is not None:
+            heads = self._head_store.resolve(settings.heads, self.model.model_id)
+            if heads and not self.model.embeddings:
+                raise ConfigError(
+                    "remote config ships heads but the agent started without embeddings"
+                )
+        return _Runtime(settings, self.class_map, self.groups, heads)
+
+    @property
+    def heads(self) -> list[Head]:
+        return self._runtime.heads
+
+    @property
+    def head_ids(self) -> list[str] | None:
+        return [h.head_id for h in self.heads] or None
+
+    def _custom_scores(self, rt: _Runtime, result: WindowResult) -> dict[str, float]:
+        if not rt.heads or result.embedding is None:
+            return {}
+        features = head_features(result.embedding, result.scores)
+        scores: dict[str, float] = {}
+        for head in rt.heads:
+            for c, v in zip(head.classes, head.scores(features)[0], strict=True):
+                scores[c] = round(float(v), 4)
+        return scores
+
     # -- per window -----------------------------------------------------------------------
     def _time_at(self, position: int) -> datetime:
         return self._t0 + timedelta(seconds=position / SAMPLE_RATE)
@@ -253,13 +300,16 @@ class EdgeAgent(Service):
             level = dbfs(self.ring.read(position, position + PATCH_SAMPLES))
             leq = self.leq.add(level)
             group_scores = self.groups.scores(result.scores)
+            custom = self._custom_scores(rt, result)
             self.speech.add(position, position + PATCH_SAMPLES, group_scores.get("speech", 0.0))
             updates = rt.detector.update(
-                window_start, PATCH_SECONDS, result.scores, group_scores, level
+                window_start, PATCH_SECONDS, result.scores, group_scores, level, custom
             )
             for update in updates:
                 self._emit_event(update)
-            self._maybe_publish_inference(rt, result, window_start, group_scores, level, leq)
+            self._maybe_publish_inference(
+                rt, result, window_start, group_scores, level, leq, custom
+            )
             started = [u for u in updates if u.phase == "start"]
             top = float(result.scores.max())
             for reason in rt.sampler.reasons(top, bool(started)):
@@ -322,6 +372,7 @@ class EdgeAgent(Service):
         group_scores: dict[str, float],
         level: float,
         leq: float,
+        custom: dict[str, float],
     ) -> None:
         policy = rt.settings.publish
         if policy.inference == "none":
@@ -329,11 +380,15 @@ class EdgeAgent(Service):
         if policy.inference == "every_n" and self.windows % policy.every_n != 0:
             return
         if policy.inference == "interest" and not any(
-            rt.detector.score_of(trig, idx, result.scores, group_scores) >= trig.threshold
-            for trig, idx in rt.detector.labels_of_interest()
+            rt.detector.score_of(r, result.scores, group_scores, custom) >= r.threshold
+            for r in rt.detector.labels_of_interest()
         ):
             return
         top = self._labels(result.scores, policy.top_k)
+        detected = sorted(
+            (c for c, v in custom.items() if v >= rt.custom_thresholds[c]),
+            key=lambda c: -custom[c],
+        )
 
         def build(seq: int) -> bytes:
             return encode(
@@ -343,6 +398,8 @@ class EdgeAgent(Service):
                     window_s=PATCH_SECONDS,
                     top=top,
                     groups={k: round(min(1.0, v), 4) for k, v in group_scores.items()},
+                    custom=custom or None,
+                    detected=detected or None,
                     dbfs=round(level, 2),
                     leq_dbfs=round(leq, 2),
                     inference_ms=round(result.inference_ms, 3),
@@ -420,12 +477,14 @@ class EdgeAgent(Service):
             device=self.cfg.device.id,
             ts=datetime.now(UTC),
             state=state,
+            name=self.cfg.device.name,
             version=__version__,
             model=self.model.model_id,
             location=self.location,
             config_error=self.config_error,
             config_version=self._runtime.settings.version,
             acks_rejected=self.outbox.acks_rejected,
+            heads=self.head_ids,
         )
 
     def counters(self) -> dict[str, Any]:
@@ -458,6 +517,7 @@ class EdgeAgent(Service):
                     uptime_s=round(time.monotonic() - self._started, 1),
                     version=__version__,
                     model=self.model.model_id,
+                    heads=self.head_ids,
                     queue_depth=c["queue_depth"],
                     windows_processed=c["windows_processed"],
                     windows_dropped=c["windows_dropped"],
@@ -484,7 +544,7 @@ class EdgeAgent(Service):
             return  # the retained config again, after a reconnect
         try:
             settings = self._config_gate.check(payload, self._runtime.settings.version)
-            runtime = _Runtime(settings, self.class_map, self.groups)
+            runtime = self._new_runtime(settings)
         except ConfigError as exc:
             self.config_error = str(exc)[:2000]
             self.metrics.inc("config_rejected_total")

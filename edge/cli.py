@@ -37,8 +37,12 @@ def _config(args: argparse.Namespace) -> Any:
         if value is not None:
             device[{"device_id": "id"}.get(key, key)] = value
     updates["device"] = device
+    model = cfg.model.model_dump()
     if args.model_dir is not None:
-        updates["model"] = {**cfg.model.model_dump(), "dir": args.model_dir}
+        model["dir"] = args.model_dir
+    if args.head:
+        model["heads"] = [*model["heads"], *args.head]
+    updates["model"] = model
     if args.outbox is not None:
         updates["outbox"] = {**cfg.outbox.model_dump(), "path": args.outbox}
     if args.mqtt_port is not None or args.mqtt_host is not None:
@@ -68,8 +72,13 @@ def _config(args: argparse.Namespace) -> Any:
 def _cmd_edge(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if args.validate_config:
+        from earwitness.shared.heads import load_heads
+        from earwitness.shared.model_registry import get_spec
+
+        heads = load_heads(cfg.model.heads, get_spec(cfg.model.name).short_id)
         print(
             f"configuration OK: device {cfg.device.site}/{cfg.device.id}, source {cfg.source.kind}"
+            + "".join(f", head {h.head_id} ({', '.join(h.classes)})" for h in heads)
         )
         return 0
     from earwitness.edge.agent import EdgeAgent
@@ -111,6 +120,13 @@ def register(sub: Any) -> None:
     p.add_argument("--lat", type=float, default=None)
     p.add_argument("--lon", type=float, default=None)
     p.add_argument("--model-dir", type=Path, default=None)
+    p.add_argument(
+        "--head",
+        type=Path,
+        action="append",
+        default=[],
+        help="a custom head to run on every window (repeatable; adds to model.heads)",
+    )
     p.add_argument("--outbox", type=Path, default=None, help="outbox SQLite file")
     p.add_argument("--mqtt-host", default=None)
     p.add_argument("--mqtt-port", type=int, default=None)

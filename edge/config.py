@@ -30,7 +30,7 @@ from earwitness.shared.runtime_settings import (  # re-exported: the agent's run
     RuntimeSettings,
     Trigger,
 )
-from earwitness.shared.topics import ID_PATTERN
+from earwitness.shared.topics import ID_PATTERN, RESERVED_SITES
 
 __all__ = [
     "ClipSettings",
@@ -61,6 +61,8 @@ class DeviceSettings(StrictModel):
     def _both_or_neither(self) -> DeviceSettings:
         if (self.lat is None) != (self.lon is None):
             raise ValueError("set both lat and lon, or neither")
+        if self.site in RESERVED_SITES:
+            raise ValueError(f"site {self.site!r} is reserved (alert topics use it)")
         return self
 
 
@@ -88,6 +90,11 @@ class ModelSettings(StrictModel):
     dir: Path | None = Field(None, description="model directory (default $EARWITNESS_MODEL_DIR)")
     threads: int = Field(1, ge=1, le=16)
     groups_file: Path | None = Field(None, description="label groups YAML (default: shipped)")
+    heads: list[Path] = Field(
+        default_factory=list,
+        max_length=8,
+        description="custom heads (`earwitness train`) run on every window's embedding",
+    )
 
 
 class RemoteConfigSettings(StrictModel):

@@ -34,6 +34,18 @@ class EventUpdate:
     first_window_start: datetime
 
 
+DEFAULT_THRESHOLD = 0.5  # labels and groups; a custom class defaults to its head's
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A trigger bound to what it reads: an AudioSet index, a group, or a custom class."""
+
+    trigger: Trigger
+    index: int | None
+    threshold: float
+
+
 @dataclass
 class _State:
     positives: int = 0
@@ -51,33 +63,56 @@ class _State:
 
 class EventDetector:
     def __init__(
-        self, settings: DetectionSettings, class_map: ClassMap, groups: LabelGroups
+        self,
+        settings: DetectionSettings,
+        class_map: ClassMap,
+        groups: LabelGroups,
+        custom_thresholds: dict[str, float] | None = None,
     ) -> None:
+        """``custom_thresholds``: every class of the loaded heads, with its calibrated
+        threshold (what a custom trigger without its own threshold uses)."""
         self.settings = settings
-        self._resolved: list[tuple[Trigger, int | None]] = []
+        custom = custom_thresholds or {}
+        self._resolved: list[Resolved] = []
         for trig in settings.triggers:
+            threshold = trig.threshold if trig.threshold is not None else DEFAULT_THRESHOLD
             if trig.group is not None:
                 if trig.group not in groups:
                     raise ConfigError(f"detection.triggers: unknown group '{trig.group}'")
-                self._resolved.append((trig, None))
+                self._resolved.append(Resolved(trig, None, threshold))
+            elif trig.custom is not None:
+                if trig.custom not in custom:
+                    known = ", ".join(sorted(custom)) or "none: set model.heads"
+                    raise ConfigError(
+                        f"detection.triggers: custom class '{trig.custom}' is in no loaded"
+                        f" head (custom classes: {known})"
+                    )
+                if trig.threshold is None:
+                    threshold = custom[trig.custom]
+                self._resolved.append(Resolved(trig, None, threshold))
             else:
                 found = class_map.find(trig.label or "")
                 if found is None:
                     raise ConfigError(f"detection.triggers: unknown label '{trig.label}'")
-                self._resolved.append((trig, found.index))
+                self._resolved.append(Resolved(trig, found.index, threshold))
         self._states = [_State() for _ in self._resolved]
 
-    def labels_of_interest(self) -> list[tuple[Trigger, int | None]]:
+    def labels_of_interest(self) -> list[Resolved]:
         return list(self._resolved)
 
+    @staticmethod
     def score_of(
-        self,
-        trig: Trigger,
-        index: int | None,
+        r: Resolved,
         scores: npt.NDArray[np.float32],
         group_scores: dict[str, float],
+        custom: dict[str, float] | None = None,
     ) -> float:
-        return group_scores[trig.group] if trig.group is not None else float(scores[index])
+        trig = r.trigger
+        if trig.group is not None:
+            return group_scores[trig.group]
+        if trig.custom is not None:
+            return (custom or {}).get(trig.custom, 0.0)
+        return float(scores[r.index])
 
     def update(
         self,
@@ -86,13 +121,15 @@ class EventDetector:
         scores: npt.NDArray[np.float32],
         group_scores: dict[str, float],
         level_dbfs: float,
+        custom: dict[str, float] | None = None,
     ) -> list[EventUpdate]:
         out: list[EventUpdate] = []
         window_end = window_start + timedelta(seconds=window_s)
-        for (trig, index), st in zip(self._resolved, self._states, strict=True):
-            score = self.score_of(trig, index, scores, group_scores)
+        for r, st in zip(self._resolved, self._states, strict=True):
+            trig = r.trigger
+            score = self.score_of(r, scores, group_scores, custom)
             if st.active:
-                if score >= trig.threshold - trig.hysteresis:
+                if score >= r.threshold - trig.hysteresis:
                     st.windows += 1
                     st.last_end = window_end
                     st.peak = max(st.peak, score)
@@ -113,7 +150,7 @@ class EventDetector:
                 continue
             if st.cooldown_until is not None and window_start < st.cooldown_until:
                 continue
-            if score >= trig.threshold and level_dbfs >= self.settings.min_dbfs:
+            if score >= r.threshold and level_dbfs >= self.settings.min_dbfs:
                 if st.positives == 0:
                     st.candidate_start = window_start
                     st.peak = 0.0
@@ -136,9 +173,9 @@ class EventDetector:
     def close(self) -> list[EventUpdate]:
         """End every active event (stream ended or agent stopping)."""
         out = []
-        for (trig, _), st in zip(self._resolved, self._states, strict=True):
+        for r, st in zip(self._resolved, self._states, strict=True):
             if st.active:
-                out.append(self._emit(trig, st, "end"))
+                out.append(self._emit(r.trigger, st, "end"))
                 st.active = False
         return out
 

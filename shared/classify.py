@@ -14,6 +14,7 @@ import numpy.typing as npt
 
 from earwitness.shared import audio
 from earwitness.shared.errors import EarwitnessError
+from earwitness.shared.heads import Head, head_features
 from earwitness.shared.labels import ClassMap
 from earwitness.shared.runner import YamnetModel
 
@@ -38,6 +39,7 @@ class FileResult:
     max_scores: npt.NDArray[np.float32] | None = None
     summary_mean: list[Label] = field(default_factory=list)
     summary_max: list[Label] = field(default_factory=list)
+    custom: CustomResult | None = None
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -54,6 +56,37 @@ class FileResult:
                 "mean": [lbl.as_dict() for lbl in self.summary_mean],
                 "max": [lbl.as_dict() for lbl in self.summary_max],
             },
+        } | ({"custom": self.custom.as_dict()} if self.custom is not None else {})
+
+
+@dataclass
+class CustomResult:
+    """A custom head's scores per window, and per file (max over windows) with decisions."""
+
+    head_id: str
+    classes: list[str]
+    thresholds: dict[str, float]
+    windows: npt.NDArray[np.float32]  # (windows, classes)
+
+    @property
+    def file_scores(self) -> dict[str, float]:
+        peak = self.windows.max(axis=0)
+        return {c: round(float(v), 4) for c, v in zip(self.classes, peak, strict=True)}
+
+    @property
+    def detected(self) -> list[str]:
+        return [c for c, v in self.file_scores.items() if v >= self.thresholds[c]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "head": self.head_id,
+            "thresholds": self.thresholds,
+            "scores": self.file_scores,
+            "detected": self.detected,
+            "windows": [
+                {c: round(float(v), 4) for c, v in zip(self.classes, row, strict=True)}
+                for row in self.windows
+            ],
         }
 
 
@@ -62,10 +95,24 @@ def _labels(class_map: ClassMap, scores: npt.NDArray[np.float32], k: int) -> lis
 
 
 def classify_waveform(
-    model: YamnetModel, class_map: ClassMap, waveform: audio.Waveform, path: str, top_k: int
+    model: YamnetModel,
+    class_map: ClassMap,
+    waveform: audio.Waveform,
+    path: str,
+    top_k: int,
+    head: Head | None = None,
 ) -> FileResult:
     results = model.classify(waveform)
     scores = np.stack([r.scores for r in results])
+    custom = None
+    if head is not None:
+        embeddings = np.stack([r.embedding for r in results if r.embedding is not None])
+        custom = CustomResult(
+            head.head_id,
+            head.classes,
+            head.thresholds,
+            head.scores(head_features(embeddings, scores)),
+        )
     mean = scores.mean(axis=0)
     peak = scores.max(axis=0)
     return FileResult(
@@ -76,6 +123,7 @@ def classify_waveform(
         max_scores=peak,
         summary_mean=_labels(class_map, mean, top_k),
         summary_max=_labels(class_map, peak, top_k),
+        custom=custom,
     )
 
 

@@ -29,13 +29,24 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     from earwitness.shared.model_registry import CLASS_MAP, get_spec, locate
     from earwitness.shared.runner import YamnetModel
 
-    model = YamnetModel.load(args.model, args.model_dir, threads=args.threads, embeddings=False)
+    head = None
+    if args.head is not None:
+        from earwitness.shared.heads import load_head
+
+        head = load_head(args.head)
+    model = YamnetModel.load(
+        args.model, args.model_dir, threads=args.threads, embeddings=head is not None
+    )
+    if head is not None:
+        head.check_model(model.model_id)
     class_map = ClassMap.load(locate(CLASS_MAP, args.model_dir))
     _ = get_spec(args.model)
     results: list[FileResult] = []
     if args.generate:
         wave = synth.make(args.generate)
-        results.append(classify_waveform(model, class_map, wave, f"<{args.generate}>", args.top))
+        results.append(
+            classify_waveform(model, class_map, wave, f"<{args.generate}>", args.top, head)
+        )
     files = audio.find_audio_files([Path(p) for p in args.paths])
     if not files and not args.generate:
         print("error: no audio files found in the given paths", file=sys.stderr)
@@ -49,12 +60,13 @@ def _cmd_classify(args: argparse.Namespace) -> int:
             results.append(FileResult(path=str(path), duration_s=0.0, error=str(decoded)))
             bar.write(f"error: {decoded}", file=sys.stderr)
             continue
-        results.append(classify_waveform(model, class_map, decoded, str(path), args.top))
+        results.append(classify_waveform(model, class_map, decoded, str(path), args.top, head))
     bar.close()
     failed = [r for r in results if r.error is not None]
     if args.json:
         json.dump(
-            {"model": model.model_id, "files": [r.as_dict() for r in results]},
+            {"model": model.model_id, "files": [r.as_dict() for r in results]}
+            | ({"head": head.head_id} if head is not None else {}),
             sys.stdout,
             indent=None if args.compact else 2,
         )
@@ -70,6 +82,10 @@ def _cmd_classify(args: argparse.Namespace) -> int:
                     print(f"  {start:7.2f}s  {labels}")
             print("  mean: " + ", ".join(f"{lbl.name} {lbl.score:.2f}" for lbl in r.summary_mean))
             print("  max:  " + ", ".join(f"{lbl.name} {lbl.score:.2f}" for lbl in r.summary_max))
+            if r.custom is not None:
+                scores = ", ".join(f"{c} {v:.2f}" for c, v in r.custom.file_scores.items())
+                found = ", ".join(r.custom.detected) or "nothing"
+                print(f"  custom ({r.custom.head_id}): {scores}; detected: {found}")
     if failed:
         print(f"{len(failed)} of {len(results)} files failed", file=sys.stderr)
         return EXIT_FAILED
@@ -165,6 +181,12 @@ def register(sub: Any) -> None:
         help="also classify a sound the project synthesizes (no files needed)",
     )
     p.add_argument("--model", default="yamnet-int8", help="registry name of the model")
+    p.add_argument(
+        "--head",
+        type=Path,
+        default=None,
+        help="a custom head (earwitness train): add its scores and decisions",
+    )
     p.add_argument("--top", type=int, default=3, help="labels per window and summary")
     p.add_argument("--threads", type=int, default=1, help="interpreter threads")
     p.add_argument(

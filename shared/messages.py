@@ -51,6 +51,7 @@ MessageId = Annotated[str, Field(min_length=8, max_length=ID_LEN, pattern=r"^[A-
 GroupName = Annotated[
     str, Field(min_length=1, max_length=ID_LEN, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 ]
+HeadId = Annotated[str, Field(max_length=80, pattern=r"^[A-Za-z0-9_.-]+@[0-9a-f]{12}$")]
 Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
 
 
@@ -133,6 +134,11 @@ class InferenceMessage(_Sequenced):
     groups: dict[GroupName, Score] = Field(default_factory=dict, max_length=MAX_GROUPS)
     custom: dict[GroupName, Score] | None = Field(
         None, max_length=256, description="scores of a custom head trained on embeddings"
+    )
+    detected: list[GroupName] | None = Field(
+        None,
+        max_length=32,
+        description="custom classes at or above their head's calibrated threshold, best first",
     )
     dbfs: float = Field(ge=-200, le=10, description="window level, dB relative to full scale")
     leq_dbfs: float | None = Field(None, ge=-200, le=10, description="running Leq")
@@ -221,6 +227,7 @@ class HeartbeatMessage(_Sequenced):
     leq_dbfs: float | None = Field(None, ge=-200, le=10)
     cpu_temp_c: float | None = Field(None, ge=-60, le=150)
     location: Location | None = None
+    heads: list[HeadId] | None = Field(None, max_length=8, description="custom heads running")
 
 
 class StatusMessage(_Envelope):
@@ -228,11 +235,13 @@ class StatusMessage(_Envelope):
 
     kind: Literal["status"] = "status"
     state: DeviceState
+    name: str | None = Field(None, max_length=128, description="the device's name from its config")
     version: str | None = Field(None, max_length=40)
     model: str | None = Field(None, max_length=80)
     location: Location | None = None
     config_error: str | None = Field(None, max_length=2000)
     config_version: int | None = Field(None, ge=0, le=MAX_SEQ)
+    heads: list[HeadId] | None = Field(None, max_length=8, description="custom heads running")
     acks_rejected: Count | None = Field(
         None, description="acks the device ignored as forged (see HeartbeatMessage)"
     )

@@ -101,6 +101,11 @@ class YamnetModel:
             if self._embedding is None:
                 raise ModelError(f"{path}: no tensor named {EMBEDDING_TENSOR}")
 
+    @property
+    def embeddings(self) -> bool:
+        """Whether each window's 1024-d embedding is read (what custom heads need)."""
+        return self._embedding is not None
+
     @classmethod
     def load(
         cls,

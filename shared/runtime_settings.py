@@ -13,22 +13,28 @@ from earwitness.shared.messages import MAX_CLIP_AUDIO_BYTES
 
 
 class Trigger(StrictModel):
-    """A label (display name or AudioSet mid) or a label group to detect."""
+    """A label (display name or AudioSet mid), a label group, or a custom head's class."""
 
     label: str | None = None
     group: str | None = None
-    threshold: float = Field(0.5, gt=0, le=1, description="score that starts an event")
+    custom: str | None = Field(None, description="a class of a custom head (model.heads)")
+    threshold: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="score that starts an event (default: 0.5, or the head's calibrated one)",
+    )
     hysteresis: float = Field(0.1, ge=0, lt=1, description="event ends below threshold - this")
 
     @model_validator(mode="after")
     def _one_target(self) -> Trigger:
-        if (self.label is None) == (self.group is None):
-            raise ValueError("a trigger names exactly one of label or group")
+        if sum(x is not None for x in (self.label, self.group, self.custom)) != 1:
+            raise ValueError("a trigger names exactly one of label, group or custom")
         return self
 
     @property
     def target(self) -> str:
-        return self.group or self.label or ""
+        return self.group or self.label or self.custom or ""
 
 
 class DetectionSettings(StrictModel):
@@ -72,10 +78,39 @@ class PrivacySettings(StrictModel):
     )
 
 
+MAX_INLINE_HEAD_CHARS = 700_000  # base64 of a ~0.5 MB head: a config stays below 1 MB
+
+
+class HeadRef(StrictModel):
+    """A custom head shipped by remote config: inline (base64 of the head file, signed with
+    the config) or by URL; either way the device checks the file's sha256 before loading."""
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the head file")
+    name: str | None = Field(None, max_length=64)
+    artifact: str | None = Field(
+        None, max_length=MAX_INLINE_HEAD_CHARS, description="the head file, base64"
+    )
+    url: str | None = Field(
+        None, pattern=r"^https?://", max_length=2000, description="where to download it"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> HeadRef:
+        if (self.artifact is None) == (self.url is None):
+            raise ValueError("a head ref carries exactly one of artifact (inline) or url")
+        return self
+
+
 class RuntimeSettings(StrictModel):
     """The part the cloud may replace at run time (``config`` topic)."""
 
     version: int = Field(0, ge=0, description="increases with every remote change")
+    heads: list[HeadRef] | None = Field(
+        None,
+        max_length=8,
+        description="custom heads to run instead of the local model.heads (None: keep them;"
+        " []: run none)",
+    )
     detection: DetectionSettings = Field(default_factory=DetectionSettings)
     publish: PublishSettings = Field(default_factory=PublishSettings)
     clips: ClipSettings = Field(default_factory=ClipSettings)

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from earwitness.shared.errors import ConfigError
 
-MAX_CONFIG_BYTES = 64 * 1024  # a runtime config is a few hundred bytes
+MAX_CONFIG_BYTES = 1024 * 1024  # a few hundred bytes, or ~0.5 MB with a head inline (HeadRef)
 SIGNED_VERSION = 1
 
 

@@ -34,6 +34,20 @@ class TopicError(ValueError):
     pass
 
 
+ALERTS = "alerts"
+"""``earwitness/v1/alerts/<site>/<rule>``: cloud alerts share the tree, so no site may be
+called ``alerts`` (its device topics would collide with them)."""
+RESERVED_SITES = frozenset({ALERTS})
+
+
+def alert_topic(site: str, rule: str) -> str:
+    return f"{PREFIX}/{VERSION}/{ALERTS}/{site}/{rule}"
+
+
+def is_alert_topic(name: str) -> bool:
+    return name.startswith(f"{PREFIX}/{VERSION}/{ALERTS}/")
+
+
 @dataclass(frozen=True)
 class Topic:
     site: str
@@ -52,6 +66,8 @@ def topic(site: str, device: str, kind: Kind | Downlink) -> str:
     for name, value in (("site", site), ("device", device)):
         if not valid_id(value):
             raise TopicError(f"invalid {name} id {value!r}: use 1-64 of A-Z a-z 0-9 _ . -")
+    if site in RESERVED_SITES:
+        raise TopicError(f"site id {site!r} is reserved (alert topics use it)")
     return str(Topic(site, device, str(kind)))
 
 

@@ -94,3 +94,18 @@ def engine(db_url: str):  # type: ignore[no-untyped-def]
     eng = make_engine(db_url)
     yield eng
     eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def distress_head(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A head trained by `earwitness train` on a small group-split subset of the distress
+    clips (the held-out groups stay unseen): (head file, Split)."""
+    from earwitness.cli import main
+    from tests.heads_helpers import distress_split, write_subset
+
+    split = distress_split()
+    base = tmp_path_factory.mktemp("head")
+    data = write_subset(split.train, base / "train")
+    out = base / "distress.json"
+    assert main(["train", str(data), "--out", str(out), "--model-dir", str(MODELS)]) == 0
+    return out, split

@@ -85,14 +85,15 @@ class Device:
             location=self.location,
         )
 
-    def clip(self, seq: int, flac: bytes | None = None) -> ClipMessage:
+    def clip(self, seq: int, flac: bytes | None = None, event_id: str | None = None) -> ClipMessage:
         if flac is None:
             t = np.arange(16000 * 2) / 16000
             flac = audio.encode_flac((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32))
         return ClipMessage(
             **self._base(seq),  # type: ignore[arg-type]
             clip_id=f"clip-{self.device}-{seq}",
-            reason="sampled",
+            reason="event" if event_id else "sampled",
+            event_id=event_id,
             started_at=self.t0,
             duration_s=2.0,
             sample_rate=16000,

@@ -20,6 +20,7 @@ INGEST_TABLES = {
     "pending_seqs",
 }
 LATER_TABLES = {"second_opinions", "api_tokens", "reviews"}
+ALERT_TABLES = {"alerts", "alert_evidence", "notifications", "alert_cursors"}
 
 
 def _check_up_and_down(url: str) -> None:
@@ -47,6 +48,21 @@ def _check_up_and_down(url: str) -> None:
         "ix_inferences_time",
         "ix_inferences_device_group_time",
     } <= idx
+    columns = {c["name"] for c in inspect(engine).get_columns("inferences")}
+    assert {"custom_label", "custom_score"} <= columns and "ix_inferences_custom_time" in idx
+    assert "head_artifacts" in inspect(engine).get_table_names()
+    migrate.downgrade(engine, "-1")  # 0008: head_artifacts
+    assert "head_artifacts" not in inspect(engine).get_table_names()
+    assert {"heads", "pinned"} <= {c["name"] for c in inspect(engine).get_columns("devices")}
+    migrate.downgrade(engine, "-1")  # 0007: devices.heads, devices.pinned
+    assert not {"heads", "pinned"} & {c["name"] for c in inspect(engine).get_columns("devices")}
+    assert set(inspect(engine).get_table_names()) >= ALERT_TABLES
+    migrate.downgrade(engine, "-1")  # 0006: the alert tables
+    assert not ALERT_TABLES & set(inspect(engine).get_table_names())
+    migrate.downgrade(engine, "-1")  # 0005: custom columns and index; the view survives
+    columns = {c["name"] for c in inspect(engine).get_columns("inferences")}
+    assert not {"custom_label", "custom_score"} & columns
+    assert "audio_ingestion" in inspect(engine).get_view_names()
     migrate.downgrade(engine, "-1")  # 0004: pending_seqs runs back to single seqs
     assert "seq_end" not in {c["name"] for c in inspect(engine).get_columns("pending_seqs")}
     migrate.downgrade(engine, "-1")  # 0003: the index only

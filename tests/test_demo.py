@@ -75,8 +75,8 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         with browser() as ctx:
             page = ctx.new_page()
             page.goto(f"http://127.0.0.1:{port}/")
-            page.wait_for_selector("path.ew-device", timeout=10_000)
-            assert page.locator("path.ew-device").count() == len(DEVICES)
+            page.wait_for_selector(".ew-device", timeout=10_000)
+            assert page.locator(".ew-device").count() == len(DEVICES)
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "demo-map.png"))
         out, _ = proc.communicate(timeout=40)

@@ -95,6 +95,38 @@ def _devices(site: str, t0: datetime) -> list[Device]:
     ]
 
 
+def _hostile_alert(engine: object, devices: list[Device]) -> None:
+    """An alert whose evidence carries hostile labels (they come from devices' events)."""
+    from earwitness.cloud.db.engine import transaction
+    from earwitness.cloud.db.repo import alerts
+
+    dev = devices[0]
+    with transaction(engine) as session:  # type: ignore[arg-type]
+        ev = session.scalars(select(Event).where(Event.device_id == dev.device)).first()
+        assert ev is not None
+        alerts.record(
+            session,
+            f"distress:{dev.device}/xss",
+            "distress",
+            "critical",
+            dev.site,
+            [
+                alerts.EvidenceRow(
+                    f"{dev.device}/xss-{i}",
+                    ev.id,
+                    dev.device,
+                    p[:128],
+                    0.9,
+                    ev.started_at,
+                    ev.lat,
+                    ev.lon,
+                )
+                for i, p in enumerate(PAYLOADS[:2])
+            ],
+            [],
+        )
+
+
 def _publish_corpus(pub: Publisher, devices: list[Device]) -> None:
     """Each payload in every field its device controls that a page shows."""
     items: list[tuple[str, bytes]] = []
@@ -111,7 +143,9 @@ def _publish_corpus(pub: Publisher, devices: list[Device]) -> None:
             hb = dev.heartbeat(3).model_copy(update={"version": payload, "model": payload})
             items.append((dev.topic(Kind.HEARTBEAT), wire(hb)))
             status = dev.status("online", datetime.now(UTC) + timedelta(seconds=i))
-            status = status.model_copy(update={"version": payload, "model": payload})
+            status = status.model_copy(
+                update={"version": payload, "model": payload, "name": payload[:128]}
+            )
             items.append((dev.topic(Kind.STATUS), wire(status)))
     pub.publish_many(items)
 
@@ -144,6 +178,7 @@ def test_no_payload_runs_anywhere(tmp_path: Path) -> None:
                 30.0,
                 "the corpus stored",
             )
+            _hostile_alert(engine, devices)
             token = create_token(engine, "xss-admin", "admin")
             app = create_app(web_settings(url, clips_dir), engine, FileClipStore(clips_dir))
             console: list[str] = []
@@ -156,9 +191,9 @@ def test_no_payload_runs_anywhere(tmp_path: Path) -> None:
                 page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
                 page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
                 page.goto(base + "/")
-                markers = page.locator("path.ew-device")
+                markers = page.locator(".ew-device")
                 expect(markers).to_have_count(n, timeout=10_000)
-                tooltip = page.locator(".leaflet-tooltip")
+                tooltip = page.locator(".leaflet-tooltip:not(.ew-city)")
                 for marker in markers.all():  # tooltip, then the popup fetched on open
                     marker.hover()
                     expect(tooltip).to_have_count(1)
@@ -166,24 +201,37 @@ def test_no_payload_runs_anywhere(tmp_path: Path) -> None:
                     page.locator(".leaflet-popup .ew-popup").last.wait_for(timeout=5000)
                     page.locator(".leaflet-popup-close-button").last.dispatch_event("click")
                     expect(page.locator(".leaflet-popup")).to_have_count(0)
-                # Without the device dots on top: every detection marker and event ring.
-                page.get_by_text("devices", exact=True).click()
-                page.get_by_text("events", exact=True).click()
-                expect(page.locator("path.ew-device")).to_have_count(0)
-                shapes = page.locator("path.leaflet-interactive")
-                expect(shapes).to_have_count(2 * n)  # one detection spot and one ring each
-                for shape in shapes.all():
-                    shape.hover(force=True)
-                    expect(tooltip).to_have_count(1)  # the hostile label, shown as text
-                # Live: a hostile label arriving while the page is open joins device 0's
-                # spot in a cluster; opening the cluster shows both markers.
+                # Each device's latest event, a tag with the hostile label as text.
+                tags = page.locator(".ew-ev-icon")
+                expect(tags).to_have_count(n)
+                for tag in tags.all():
+                    page.mouse.move(2, 300)  # off any marker: the last tooltip closes
+                    expect(tooltip).to_have_count(0)
+                    tag.hover(force=True)
+                    expect(tooltip).not_to_have_count(0)
+                # The feed shows every event and the alert; the alert's popup and list.
+                expect(page.locator("#ew-feed-list li")).to_have_count(n + 1, timeout=5000)
+                page.locator(".ew-alert").first.click()
+                page.locator(".leaflet-popup .ew-alert-popup").wait_for(timeout=5000)
+                page.locator(".leaflet-popup-close-button").last.dispatch_event("click")
+                page.locator(".ew-tab[data-tab=alerts]").click()
+                expect(page.locator("#ew-alert-list li")).to_have_count(1)
+                page.locator(".ew-tab[data-tab=charts]").click()
+                expect(page.locator("#ew-chart-activity[data-drawn]")).to_have_count(1)
+                page.locator(".ew-tab[data-tab=feed]").click()
+                # Live: a hostile label arriving while the page is open, as a detection and
+                # as an event in the feed.
                 live = devices[0].inference(10, label=_label(PAYLOADS[0]), groups={"alarm": 0.9})
                 pub.publish(devices[0].topic(Kind.INFERENCE), wire(live))
+                live_event = (
+                    devices[1]
+                    .event(11)
+                    .model_copy(update={"label": PAYLOADS[1], "event_id": "xss-live-event"})
+                )
+                pub.publish(devices[1].topic(Kind.EVENT), wire(live_event))
                 expect(page.locator("#ew-live")).to_have_text("1", timeout=8000)
-                page.get_by_text("events", exact=True).click()
-                page.locator(".marker-cluster").first.click()
-                for shape in page.locator("path.leaflet-interactive").all():
-                    shape.hover(force=True)
+                expect(page.locator("#ew-feed-list li.ew-new")).to_have_count(1, timeout=8000)
+                page.locator("#ew-feed-list li.ew-new").click()
                 ARTIFACTS.mkdir(exist_ok=True)
                 page.screenshot(path=str(ARTIFACTS / "xss-map.png"))
                 _assert_clean(page, "map")

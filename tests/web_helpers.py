@@ -67,3 +67,52 @@ def web_settings(db_url: str, clip_dir: Path, auth: bool = True) -> CloudSetting
 
 def client(settings: CloudSettings, engine: Engine) -> TestClient:
     return TestClient(create_app(settings, engine, FileClipStore(Path(settings.clips.url))))
+
+
+def seed_alert(engine: Engine, clip_dir: Path, devices: dict[str, Device]) -> int:
+    """A distress alert on vienna's seeded event, with a clip of that event."""
+    from sqlalchemy import select
+
+    from earwitness.cloud.db.engine import transaction
+    from earwitness.cloud.db.models import Event
+    from earwitness.cloud.db.repo import alerts
+
+    vienna = devices["vienna"]
+    event_id = f"ev-{vienna.device}-1"
+    raw = RawMessage(
+        vienna.topic(Kind.CLIP), wire(vienna.clip(900, event_id=event_id)), datetime.now(UTC)
+    )
+    BatchStore(engine).store(prepare([raw], FileClipStore(clip_dir), Limits(512 * 1024, 4096)))
+    with transaction(engine) as session:
+        ev = session.scalars(select(Event).where(Event.device_id == vienna.device)).first()
+        assert ev is not None
+        return alerts.record(
+            session,
+            f"distress:{vienna.device}/{event_id}",
+            "distress",
+            "critical",
+            vienna.site,
+            [
+                alerts.EvidenceRow(
+                    f"{vienna.device}/{event_id}",
+                    ev.id,
+                    vienna.device,
+                    "glass_break",
+                    0.93,
+                    ev.started_at,
+                    ev.lat,
+                    ev.lon,
+                ),
+                alerts.EvidenceRow(
+                    f"{vienna.device}/scream-1",
+                    ev.id,
+                    vienna.device,
+                    "scream",
+                    0.88,
+                    ev.started_at + timedelta(seconds=3),
+                    ev.lat,
+                    ev.lon,
+                ),
+            ],
+            ["webhook:ops"],
+        )

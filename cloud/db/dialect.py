@@ -7,10 +7,21 @@ inserts, upserts, ``GREATEST`` and row locks.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from functools import lru_cache
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import ColumnElement, Connection, Engine, Executable, Select, Table, func
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Executable,
+    Integer,
+    Select,
+    Table,
+    func,
+)
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect
@@ -44,6 +55,29 @@ def hour_bucket(session: Session, column: Any) -> ColumnElement[Any]:
     if is_mysql(session):
         return func.date_format(column, "%Y-%m-%d %H:00:00")
     return func.strftime("%Y-%m-%d %H:00:00", column)
+
+
+def epoch_seconds(session: Session, column: Any) -> ColumnElement[Any]:
+    """Seconds since 1970 of a UTC timestamp column (the engine's sessions run in UTC)."""
+    if is_mysql(session):
+        return func.unix_timestamp(column)
+    return sql_cast(func.strftime("%s", column), Integer)
+
+
+def time_bucket(session: Session, column: Any, start: datetime, bucket_s: int) -> Any:
+    """Which ``bucket_s``-long bucket after ``start`` a timestamp falls in (0, 1, ...),
+    computed by the database so charts of any range group there."""
+    offset = epoch_seconds(session, column) - int(start.timestamp())
+    return func.floor(offset / bucket_s)
+
+
+def same_text(session: Session, column: Any, value: str) -> ColumnElement[bool]:
+    """``column = value`` ignoring case, as a person typing ``siren`` for ``Siren`` means.
+    MySQL's utf8mb4_unicode_ci columns compare so already (and keep their index); SQLite
+    needs ``COLLATE NOCASE``."""
+    if is_mysql(session):
+        return cast(ColumnElement[bool], column == value)
+    return cast(ColumnElement[bool], column.collate("NOCASE") == value)
 
 
 def lock_rows(session: Session, query: SelectT, skip_locked: bool = False) -> SelectT:

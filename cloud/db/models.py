@@ -21,10 +21,18 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from earwitness.cloud.db.types import MYSQL_TABLE_ARGS, BigId, Blob, Json, UtcDateTime
+from earwitness.cloud.db.types import (
+    MYSQL_TABLE_ARGS,
+    BigId,
+    Blob,
+    HeadBlob,
+    Json,
+    UtcDateTime,
+)
 
 ID_LEN = 64  # site / device / message ids, see shared.topics.ID_PATTERN
 LABEL_LEN = 128
@@ -57,6 +65,10 @@ class Device(Base):
     status_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     config_error: Mapped[str | None] = mapped_column(Text)
     last_heartbeat: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    heads: Mapped[str | None] = mapped_column(String(400))  # name@sha12, comma-separated
+    # An operator set name and location (PATCH /api/v1/devices/{id}): what the device
+    # reports no longer overwrites them.
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Inference(Base):
@@ -69,6 +81,7 @@ class Inference(Base):
         Index("ix_inferences_time", "window_start"),
         Index("ix_inferences_group_time", "top_group", "window_start"),
         Index("ix_inferences_device_group_time", "device_id", "top_group", "window_start"),
+        Index("ix_inferences_custom_time", "custom_label", "window_start"),
         MYSQL_TABLE_ARGS,
     )
 
@@ -88,6 +101,9 @@ class Inference(Base):
     top_k: Mapped[list[dict[str, Any]]] = mapped_column(Json)
     group_scores: Mapped[dict[str, float]] = mapped_column(Json)
     custom: Mapped[dict[str, float] | None] = mapped_column(Json)
+    # The device's best custom class at or above its head's threshold (NULL: none).
+    custom_label: Mapped[str | None] = mapped_column(String(ID_LEN))
+    custom_score: Mapped[float | None] = mapped_column(Float)
     dbfs: Mapped[float] = mapped_column(Float)
     leq_dbfs: Mapped[float | None] = mapped_column(Float)
     inference_ms: Mapped[float] = mapped_column(Float)
@@ -281,3 +297,106 @@ class Review(Base):
     reviewer: Mapped[str] = mapped_column(String(128))
     note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class Alert(Base):
+    """An incident a rule found (cloud/alerts). ``fingerprint`` names it by the rule and
+    the first detection that completed it: the same evidence never makes two alerts, on
+    two alert replicas or after a restart."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        Index("ix_alerts_time", "started_at"),
+        Index("ix_alerts_state_time", "state", "started_at"),
+        MYSQL_TABLE_ARGS,
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    fingerprint: Mapped[str] = mapped_column(String(200), unique=True)
+    rule: Mapped[str] = mapped_column(String(ID_LEN))
+    severity: Mapped[str] = mapped_column(String(16))
+    site: Mapped[str] = mapped_column(String(ID_LEN))
+    device_id: Mapped[str] = mapped_column(String(ID_LEN))  # the first evidence's device
+    labels: Mapped[str] = mapped_column(String(400))  # the classes seen, comma-separated
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    last_evidence_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    lat: Mapped[float | None] = mapped_column(Float(precision=53))
+    lon: Mapped[float | None] = mapped_column(Float(precision=53))
+    state: Mapped[str] = mapped_column(String(16))  # open, acknowledged, resolved, false_alarm
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_by: Mapped[str | None] = mapped_column(String(128))
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class AlertEvidence(Base):
+    """The detections behind an alert (one row per device event)."""
+
+    __tablename__ = "alert_evidence"
+    __table_args__ = (
+        UniqueConstraint("alert_id", "evidence_key", name="uq_alert_evidence"),
+        MYSQL_TABLE_ARGS,
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    alert_id: Mapped[int] = mapped_column(BigId)
+    evidence_key: Mapped[str] = mapped_column(String(140))  # device/event_id
+    event_row_id: Mapped[int] = mapped_column(BigId)
+    device_id: Mapped[str] = mapped_column(String(ID_LEN))
+    label: Mapped[str] = mapped_column(String(LABEL_LEN))
+    score: Mapped[float] = mapped_column(Float)
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+    lat: Mapped[float | None] = mapped_column(Float(precision=53))
+    lon: Mapped[float | None] = mapped_column(Float(precision=53))
+
+
+class Notification(Base):
+    """One alert to one channel: sent once, retried with backoff, dead after N tries."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        UniqueConstraint("alert_id", "channel", name="uq_notification"),
+        Index("ix_notifications_due", "status", "next_at"),
+        MYSQL_TABLE_ARGS,
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    alert_id: Mapped[int] = mapped_column(BigId)
+    channel: Mapped[str] = mapped_column(String(80))  # webhook:<name>, mqtt, email
+    status: Mapped[str] = mapped_column(String(8))  # pending, sent, dead
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class AlertCursor(Base):
+    """How far the alert engine has read the events table (per engine name)."""
+
+    __tablename__ = "alert_cursors"
+    __table_args__ = (MYSQL_TABLE_ARGS,)
+
+    name: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    event_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class HeadArtifact(Base):
+    """A custom head uploaded for devices (`earwitness heads upload`); remote configs name
+    it by ``sha256`` (of the file), inline or by URL."""
+
+    __tablename__ = "head_artifacts"
+    __table_args__ = (Index("ix_head_artifacts_name", "name", "uploaded_at"), MYSQL_TABLE_ARGS)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(ID_LEN))
+    head_id: Mapped[str] = mapped_column(String(80))  # name@sha12 of the document
+    classes: Mapped[str] = mapped_column(String(400))
+    model_id: Mapped[str] = mapped_column(String(MODEL_LEN))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    content: Mapped[bytes] = mapped_column(HeadBlob)
+    uploaded_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    uploaded_by: Mapped[str | None] = mapped_column(String(128))

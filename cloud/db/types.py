@@ -24,6 +24,8 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 # MEDIUMBLOB on MySQL: a dead letter keeps up to a few KiB of the payload.
 Blob = LargeBinary().with_variant(mysql.MEDIUMBLOB(), "mysql", "mariadb")
+# Head files may reach shared.heads.MAX_HEAD_BYTES (16 MB): MEDIUMBLOB ends at 16 MiB - 1.
+HeadBlob = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
 
 Json = JSON().with_variant(mysql.JSON(), "mysql", "mariadb")
 

@@ -29,6 +29,9 @@ def inference_row(msg: InferenceMessage, received: datetime) -> dict[str, Any]:
     best = msg.top[0]
     top = top_group(msg.groups)
     group, group_score = top if top else (None, None)
+    # Only a class the device decided on and scored (a `detected` name without a score
+    # in `custom` is ignored rather than stored with a made-up score).
+    best_custom = next((c for c in msg.detected or [] if c in (msg.custom or {})), None)
     return {
         "message_id": msg.id,
         "device_id": msg.device,
@@ -45,6 +48,8 @@ def inference_row(msg: InferenceMessage, received: datetime) -> dict[str, Any]:
         "top_k": _labels(msg.top),
         "group_scores": dict(msg.groups),
         "custom": dict(msg.custom) if msg.custom else None,
+        "custom_label": best_custom,
+        "custom_score": (msg.custom or {}).get(best_custom) if best_custom else None,
         "dbfs": msg.dbfs,
         "leq_dbfs": msg.leq_dbfs,
         "inference_ms": msg.inference_ms,

@@ -117,7 +117,13 @@ class BatchStore:
             dead_letters.add_many(session, p.dead)
             for status in p.statuses:
                 devices.apply_status(
-                    session, status.device, status.state == "online", status.ts, status.config_error
+                    session,
+                    status.device,
+                    status.state == "online",
+                    status.ts,
+                    status.config_error,
+                    status.name,
+                    ",".join(status.heads) if status.heads is not None else None,
                 )
             for device, hb in p.latest_heartbeat.items():
                 payload = hb.model_dump(mode="json", exclude={"v", "kind"})

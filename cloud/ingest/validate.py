@@ -26,7 +26,7 @@ from earwitness.shared.messages import (
     StatusMessage,
     decode,
 )
-from earwitness.shared.topics import TopicError, is_downlink, parse
+from earwitness.shared.topics import TopicError, is_alert_topic, is_downlink, parse
 
 SeqKey = tuple[str, str, str]  # (site, device, epoch)
 
@@ -141,6 +141,9 @@ def prepare(batch: Sequence[RawMessage], store: ClipStore, limits: Limits) -> Pr
     for raw in batch:
         if not raw.payload and raw.topic.endswith("/status"):
             p.kinds["retained_cleared"] += 1  # an empty retained publish clears a status
+            continue
+        if is_alert_topic(raw.topic):
+            p.kinds["alert_ignored"] += 1  # the alert service's own notifications
             continue
         if is_downlink(raw.topic.rsplit("/", 1)[-1]):
             p.kinds["downlink_ignored"] += 1  # our own acks and the operators' config

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -14,6 +14,7 @@ from earwitness.cloud.clipstore import ClipStore
 from earwitness.cloud.db.engine import transaction
 from earwitness.cloud.settings import CloudSettings
 from earwitness.cloud.web import auth
+from earwitness.cloud.web.spectrogram import SpectrogramCache
 
 
 @dataclass
@@ -21,6 +22,7 @@ class AppState:
     settings: CloudSettings
     engine: Engine
     store: ClipStore
+    spectrograms: SpectrogramCache = field(default_factory=SpectrogramCache)
 
 
 def get_state(request: Request) -> AppState:

@@ -11,18 +11,20 @@ sites; `cloud/web/security.py` adds the Content-Security-Policy.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlencode
 
 import folium
-from fastapi import APIRouter, HTTPException, Path, Query
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi.responses import FileResponse, HTMLResponse
 from jinja2 import Environment, PackageLoader, Template, select_autoescape
 from markupsafe import Markup
 from pydantic import BeforeValidator
 
-from earwitness.cloud.db.repo import clips, devices, events, inferences
+from earwitness.cloud.db.repo import alerts, clips, devices, events, inferences
+from earwitness.cloud.db.repo.filters import Filters, QueryError
 from earwitness.cloud.web.api import _filters
 from earwitness.cloud.web.deps import BrowserDep, SessionDep, StateDep
 from earwitness.shared.labels import OTHER_GROUP_COLOR, group_colors
@@ -48,6 +50,14 @@ LEAFLET_CSS = [("leaflet_css", f"{VENDOR}/leaflet/leaflet.css")]
 PAGE_SCRIPTS = [
     f"{VENDOR}/markercluster/leaflet.markercluster.js",
     f"{VENDOR}/heat/leaflet-heat.js",
+    f"{VENDOR}/topojson/topojson-client.min.js",
+    f"{VENDOR}/pmtiles/pmtiles.js",
+    f"{VENDOR}/protomaps/protomaps-leaflet.js",
+    f"{VENDOR}/chartjs/chart.umd.min.js",
+    "/static/js/common.js",
+    "/static/js/basemap.js",
+    "/static/js/charts.js",
+    "/static/js/feed.js",
 ]
 PAGE_STYLES = [
     f"{VENDOR}/markercluster/MarkerCluster.css",
@@ -59,8 +69,8 @@ GROUP_COLORS = group_colors()  # shared/data/label_groups.yaml
 OTHER_COLOR = OTHER_GROUP_COLOR
 OFFLINE_COLOR = "#8c8c8c"
 LIVE_POLL_MS = 3000  # new detections show within 5 s
-MAP_EVENTS_LIMIT = 2000  # the newest events the events layer considers
-DEVICE_PAGE_ROWS = 500  # windows the device page reads for its detections and levels
+DEVICE_PAGE_ROWS = 50  # detections per page of the device page
+POPUP_CLIPS = 3  # clips a map popup offers to play
 
 
 def _utc(ts: datetime | None) -> str:
@@ -112,22 +122,87 @@ def _color(group: str | None, online: bool) -> str:
     return GROUP_COLORS.get(group, OTHER_COLOR)
 
 
-@router.get("/", response_class=HTMLResponse, include_in_schema=False)
-def map_page(
+RANGES = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7),
+          "30d": timedelta(days=30)}  # fmt: skip
+RangeQ = Annotated[
+    Literal["1h", "24h", "7d", "30d"] | None, BeforeValidator(_blank_to_none), Query(alias="range")
+]
+MAP_ALERTS_LIMIT = 500  # the newest alerts the map draws
+MAP_EVENT_DEVICES = 5000  # devices the events layer tags
+
+
+@dataclass
+class PageFilters:
+    """The filter bar's state: what was asked, what applies, and what was wrong with it."""
+
+    params: dict[str, Any]
+    filters: Filters
+    error: str | None
+
+
+def page_filters(
     state: StateDep,
-    session: SessionDep,
-    _: BrowserDep,
+    range_: RangeQ = None,
     start: Blank[datetime] = None,
     end: Blank[datetime] = None,
     label: Blank[str] = None,
     group: Blank[str] = None,
     device: Blank[str] = None,
     min_score: Blank[float] = None,
+    custom: Blank[str] = None,
+) -> PageFilters:
+    """Like the API's filters, but a bad value shows as a message on the page (with the
+    default range) instead of a JSON error page."""
+    if range_ is not None:
+        start, end = datetime.now(UTC) - RANGES[range_], None
+    params = {
+        "range": range_,
+        "start": start.isoformat() if start and not range_ else None,
+        "end": end.isoformat() if end else None,
+        "label": label,
+        "group": group,
+        "device": device,
+        "min_score": min_score,
+        "custom": custom,
+    }
+    try:
+        f = _filters(state, start, end, label, group, device, min_score, custom)
+        error = None
+    except HTTPException as exc:
+        f = _filters(state, None, None, None, None, None, None)
+        error = str(exc.detail)
+        params = {k: None for k in params}
+    return PageFilters(params, f, error)
+
+
+PageFiltersDep = Annotated[PageFilters, Depends(page_filters)]
+
+
+def _query(params: dict[str, Any]) -> str:
+    return urlencode({k: v for k, v in params.items() if v is not None})
+
+
+def _device_row(d: Any, counts: dict[str, int]) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "name": d.name or d.id,
+        "site": d.site,
+        "lat": d.lat,
+        "lon": d.lon,
+        "online": bool(d.online),
+        "counts": counts,
+    }
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+def map_page(
+    state: StateDep, session: SessionDep, caller: BrowserDep, pf: PageFiltersDep
 ) -> HTMLResponse:
     web = state.settings.web
-    f = _filters(state, start, end, label, group, device, min_score)
-    if device:
-        one = devices.by_id(session, device)
+    f = pf.filters
+    assert f.start is not None and f.end is not None
+    if f.device:
+        one = devices.by_id(session, f.device)
         devs = [one] if one is not None else []
     else:
         devs = devices.list_all(session)
@@ -135,11 +210,11 @@ def map_page(
     spots = inferences.detection_spots(
         session, f, web.detection_min_score, web.map_detections_limit
     )
-    # A device's color: the group of its newest detection in the filtered range.
-    newest: dict[str, inferences.DetectionSpot] = {}
+    counts: dict[str, dict[str, int]] = {}
     for spot in spots:
-        if spot.device_id not in newest or spot.last_id > newest[spot.device_id].last_id:
-            newest[spot.device_id] = spot
+        per = counts.setdefault(spot.device_id, {})
+        per[spot.group] = per.get(spot.group, 0) + spot.count
+    heaviest = max((s.count for s in spots), default=1)
     center = (
         [sum(d.lat for d in located) / len(located), sum(d.lon for d in located) / len(located)]  # type: ignore[misc]
         if located
@@ -151,70 +226,103 @@ def map_page(
         maxZoom=19,  # markercluster needs it; folium only sets it on tile layers
         minZoom=1,
         tiles=None,
-        prefer_canvas=False,  # SVG: device markers are DOM elements (findable, clickable)
+        prefer_canvas=False,  # SVG: markers are DOM elements (findable, clickable)
         control_scale=True,
+        world_copy_jump=True,
     )
     fmap.default_js = LEAFLET_JS
     fmap.default_css = LEAFLET_CSS
-    if web.tile_url:
-        folium.TileLayer(web.tile_url, attr=web.tile_attribution or "tiles", name="tiles").add_to(
-            fmap
-        )
-    heaviest = max((s.count for s in spots), default=1)
-    # Events: the end of each event with a location, drawn as rings.
-    rings = [
-        [ev.lat, ev.lon, ev.label, ev.duration_s, ev.peak_score]
-        for ev in events.listing(session, f, MAP_EVENTS_LIMIT)
-        if ev.phase == "end" and ev.lat is not None and ev.lon is not None
+    latest_events = [
+        {
+            "device": ev.device_id,
+            "label": ev.label,
+            "at": ev.started_at.isoformat(),
+            "score": ev.peak_score,
+            "count": n,
+        }
+        for ev, n in events.latest_per_device(session, f, MAP_EVENT_DEVICES)
     ]
-    params = {
-        "start": start.isoformat() if start else None,
-        "end": end.isoformat() if end else None,
-        "label": label,
-        "group": group,
-        "device": device,
-        "min_score": min_score,
-    }
+    raised = [
+        {
+            "id": a.id,
+            "rule": a.rule,
+            "severity": a.severity,
+            "state": a.state,
+            "lat": a.lat,
+            "lon": a.lon,
+            "device": a.device_id,
+            "labels": [x for x in a.labels.split(",") if x],
+            "at": a.started_at.isoformat(),
+        }
+        for a in alerts.listing(session, f.start, f.end, limit=MAP_ALERTS_LIMIT)
+    ]
+    # Live polls: the same filters from the range's start, with no end.
+    live_params = {k: v for k, v in pf.params.items() if k not in ("range", "end")}
+    query = _query({**live_params, "start": f.start.isoformat()})
     data = {
         "map": fmap.get_name(),
         "colors": GROUP_COLORS,
         "other": OTHER_COLOR,
-        "devices": [
-            [
-                d.lat,
-                d.lon,
-                _color(newest[d.id].group if d.id in newest else None, d.online),
-                d.id,
-                d.name or d.id,
-            ]
-            for d in located
-        ],
-        "spots": [[s.lat, s.lon, s.count, s.group, s.max_score] for s in spots],
+        "offline": OFFLINE_COLOR,
+        "devices": [_device_row(d, counts.get(d.id, {})) for d in located],
         "heat": [[s.lat, s.lon, s.count / heaviest] for s in spots],
-        "events": rings,
+        "events": latest_events,
+        "alerts": raised,
+        "can_write": caller.scope == "admin",
+        "basemap": {
+            "tile_url": web.tile_url or None,
+            "tile_attribution": web.tile_attribution,
+            "pmtiles": "/tiles/basemap.pmtiles" if web.pmtiles_path else None,
+            "pmtiles_attribution": web.pmtiles_attribution,
+            "countries": f"{VENDOR}/world-atlas/countries-50m.json",
+            "cities": f"{VENDOR}/cities/cities.json",
+        },
+        "range": {"start": f.start.isoformat(), "end": f.end.isoformat()},
         "live": {
             "after_id": max((s.last_id for s in spots), default=0),
-            "query": urlencode({k: v for k, v in params.items() if v is not None}),
+            "since": datetime.now(UTC).isoformat(),
+            "query": query,
             "poll_ms": LIVE_POLL_MS,
         },
     }
     legend = [*GROUP_COLORS.items(), ("other", OTHER_COLOR), ("offline", OFFLINE_COLOR)]
     bar = TEMPLATES.get_template("bar.html").render(
+        action="/",
         device_count=len(located),
         total=sum(s.count for s in spots),
         legend=legend,
-        params=params,
+        params=pf.params,
+        error=pf.error,
+        start=f.start,
+        end=f.end,
+        ranges=list(RANGES),
         groups=["", *sorted(GROUP_COLORS)],
+        device_ids=sorted(d.id for d in devs)[:2000],
+        live=True,
     )
+    side = TEMPLATES.get_template("side.html").render()
     head = TEMPLATES.get_template("map_head.html").render(styles=PAGE_STYLES, scripts=PAGE_SCRIPTS)
     root = fmap.get_root()
     root.header.add_child(_Html(head))  # type: ignore[attr-defined]
     root.html.add_child(_Html(bar), index=0)  # type: ignore[attr-defined]
+    root.html.add_child(_Html(side))  # type: ignore[attr-defined]
     root.html.add_child(  # type: ignore[attr-defined]
         _Html(TEMPLATES.get_template("map_data.html").render(data=data))
     )
-    root.height = "calc(100% - 60px)"  # type: ignore[attr-defined]
     return HTMLResponse(root.render())
+
+
+@router.get("/tiles/basemap.pmtiles", include_in_schema=False)
+def pmtiles_archive(state: StateDep, _: BrowserDep) -> FileResponse:
+    """The local basemap archive; the browser reads it with HTTP range requests."""
+    path = state.settings.web.pmtiles_path
+    if path is None or not path.is_file():
+        raise HTTPException(404, "no PMTiles archive configured (web.pmtiles_path)")
+    return FileResponse(
+        path,
+        media_type="application/vnd.pmtiles",
+        headers={"Cache-Control": "private, max-age=3600"},
+    )
 
 
 @router.get("/devices/{device_id}/popup", response_class=HTMLResponse, include_in_schema=False)
@@ -230,26 +338,12 @@ def device_popup(
         raise HTTPException(404, "no such device")
     web = state.settings.web
     latest = inferences.latest_detections(session, [device_id], web.detection_min_score)
-    newest_clips = clips.listing(session, device_id, 1)
     return HTMLResponse(
         TEMPLATES.get_template("popup.html").render(
             device=device,
             detections=latest[device_id],
-            clip_id=newest_clips[0].id if newest_clips else None,
+            clips=clips.listing(session, device_id, POPUP_CLIPS),
         )
-    )
-
-
-def _level_points(rows: list[Any]) -> str:
-    """The sound level line of the device page, as SVG polyline points (numbers only)."""
-    levels = list(reversed([(r.window_start, r.dbfs) for r in rows]))
-    if len(levels) < 2:
-        return ""
-    t0, t1 = levels[0][0], levels[-1][0]
-    span = max((t1 - t0).total_seconds(), 1.0)
-    return " ".join(
-        f"{600 * (t - t0).total_seconds() / span:.1f},{100 - min(100, max(0, db + 100)):.1f}"
-        for t, db in levels
     )
 
 
@@ -258,25 +352,57 @@ def device_page(
     state: StateDep,
     session: SessionDep,
     caller: BrowserDep,
+    pf: PageFiltersDep,
     device_id: Annotated[str, Path(max_length=64)],
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> HTMLResponse:
     device = devices.by_id(session, device_id)
     if device is None:
         raise HTTPException(404, "no such device")
-    f = _filters(state, None, None, None, None, device_id, None)
-    rows, _cursor = inferences.page(session, f, DEVICE_PAGE_ROWS, None)
-    min_score = state.settings.web.detection_min_score
-    detections = [r for r in rows if r.top_group and (r.top_group_score or 0) >= min_score]
-    points = _level_points(rows)
+    base = pf.filters
+    f = Filters(
+        base.start, base.end, base.label, base.group, device_id, base.min_score, base.custom
+    )
+    error = pf.error
+    min_score = f.min_score if f.min_score is not None else state.settings.web.detection_min_score
+    try:
+        rows, next_cursor = inferences.page(
+            session, f, DEVICE_PAGE_ROWS, cursor, detections_from=min_score
+        )
+    except QueryError as exc:
+        rows, next_cursor, error = [], None, str(exc)
+    params = {**pf.params, "device": None}
+    assert f.start is not None and f.end is not None
+    api_query = _query({**params, "device": device_id, "range": None,
+                        "start": f.start.isoformat(), "end": f.end.isoformat()})  # fmt: skip
+    bar = TEMPLATES.get_template("bar.html").render(
+        action=f"/devices/{device_id}",
+        params=params,
+        error=error,
+        start=f.start,
+        end=f.end,
+        ranges=list(RANGES),
+        groups=["", *sorted(GROUP_COLORS)],
+        legend=[*GROUP_COLORS.items(), ("other", OTHER_COLOR)],
+        live=False,
+    )
+    data = {"colors": GROUP_COLORS, "other": OTHER_COLOR, "query": api_query}
     return HTMLResponse(
         TEMPLATES.get_template("device.html").render(
+            bar=Markup(bar),
             device=device,
-            level_points=points,
-            level_count=len(rows),
-            detections=detections[:100],
+            detections=rows,
+            next_page=_query({**params, "cursor": next_cursor}) if next_cursor else None,
+            first_page=_query(params) if cursor else None,
             events=events.listing(session, f, 50),
             clips=clips.listing(session, device_id, 20),
             heartbeats=devices.heartbeats(session, device_id, 20),
             can_review=caller.scope == "admin",
+            data=data,
+            scripts=[
+                f"{VENDOR}/chartjs/chart.umd.min.js",
+                "/static/js/common.js",
+                "/static/js/charts.js",
+            ],
         )
     )

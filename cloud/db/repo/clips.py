@@ -97,3 +97,24 @@ def mark_done(session: Session, clip_id: int, worker: str) -> None:
         .where(Clip.id == clip_id, Clip.worker == worker)
         .values(status="done", lease_until=None, error=None)
     )
+
+
+def of_events(
+    session: Session, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], list[int]]:
+    """Clip row ids per (device, event id): the audio behind an alert's evidence."""
+    if not keys:
+        return {}
+    devices = sorted({d for d, _e in keys})
+    event_ids = sorted({e for _d, e in keys})
+    q = (
+        select(Clip.device_id, Clip.event_id, Clip.id)
+        .where(Clip.device_id.in_(devices), Clip.event_id.in_(event_ids))
+        .order_by(Clip.started_at, Clip.id)
+    )
+    found: dict[tuple[str, str], list[int]] = {k: [] for k in keys}
+    for device_id, event_id, clip_id in session.execute(q):
+        key = (str(device_id), str(event_id))
+        if key in found:
+            found[key].append(int(clip_id))
+    return found

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import desc, func, select, update
+from sqlalchemy import case, desc, func, select, update
 from sqlalchemy.orm import Session
 
 from earwitness.cloud.db.dialect import greatest, insert_ignore, upsert
@@ -28,11 +28,12 @@ def record_seen(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
     ordered = sorted(rows, key=lambda r: str(r["id"]))
 
     def on_conflict(new: Any, table: Any) -> dict[str, Any]:
+        pinned = table.c.pinned.is_(True)
         return {
             "site": new.site,
             "last_seen": greatest(session, table.c.last_seen, new.last_seen),
-            "lat": func.coalesce(new.lat, table.c.lat),
-            "lon": func.coalesce(new.lon, table.c.lon),
+            "lat": case((pinned, table.c.lat), else_=func.coalesce(new.lat, table.c.lat)),
+            "lon": case((pinned, table.c.lon), else_=func.coalesce(new.lon, table.c.lon)),
             "model_id": func.coalesce(new.model_id, table.c.model_id),
             "software_version": func.coalesce(new.software_version, table.c.software_version),
         }
@@ -41,16 +42,58 @@ def record_seen(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
 
 
 def apply_status(
-    session: Session, device_id: str, online: bool, at: datetime, config_error: str | None
+    session: Session,
+    device_id: str,
+    online: bool,
+    at: datetime,
+    config_error: str | None,
+    name: str | None = None,
+    heads: str | None = None,
 ) -> None:
     """Retained status and last-will messages can arrive late or twice: only a newer
-    status changes the device's state."""
+    status changes the device's state. A last will carries no name or heads: those keep
+    their values. A name an operator pinned stays."""
+    values: dict[str, Any] = {"online": online, "status_at": at, "config_error": config_error}
+    if name is not None:
+        values["name"] = case((Device.pinned.is_(True), Device.name), else_=name)
+    if heads is not None:
+        values["heads"] = heads[:400] or None
     session.execute(
         update(Device)
         .where(Device.id == device_id)
         .where((Device.status_at.is_(None)) | (Device.status_at <= at))
-        .values(online=online, status_at=at, config_error=config_error)
+        .values(**values)
     )
+
+
+def edit(
+    session: Session,
+    device_id: str,
+    name: str | None,
+    lat: float | None,
+    lon: float | None,
+    pinned: bool,
+) -> bool:
+    """An operator's name and location for a device; ``pinned`` keeps them against what
+    the device reports."""
+    values: dict[str, Any] = {"pinned": pinned}
+    if name is not None:
+        values["name"] = name
+    if lat is not None and lon is not None:
+        values.update(lat=lat, lon=lon)
+    result: Any = session.execute(update(Device).where(Device.id == device_id).values(**values))
+    return bool(result.rowcount)
+
+
+def changed_since(session: Session, since: datetime, limit: int) -> list[Device]:
+    """Devices seen or whose status changed after ``since``: the live map's updates."""
+    q = (
+        select(Device)
+        .where((Device.last_seen > since) | (Device.status_at > since))
+        .order_by(Device.id)
+        .limit(limit)
+    )
+    return list(session.scalars(q))
 
 
 def set_last_heartbeat(session: Session, device_id: str, payload: dict[str, Any]) -> None:
@@ -69,3 +112,11 @@ def heartbeats(session: Session, device_id: str, limit: int) -> list[Heartbeat]:
         .limit(limit)
     )
     return list(session.scalars(q))
+
+
+def names(session: Session, ids: set[str]) -> dict[str, str | None]:
+    """Display names of a few devices (for feeds)."""
+    if not ids:
+        return {}
+    q = select(Device.id, Device.name).where(Device.id.in_(sorted(ids)))
+    return {str(i): n for i, n in session.execute(q).all()}

@@ -21,6 +21,7 @@ class Filters:
     group: str | None = None
     device: str | None = None
     min_score: float | None = None
+    custom: str | None = None  # a custom head's class the device detected
 
     def check(self, max_range_days: float) -> Filters:
         end = self.end or datetime.now(UTC)
@@ -32,7 +33,7 @@ class Filters:
             raise QueryError("start must be before end")
         if end - start > timedelta(days=max_range_days):
             raise QueryError(f"time range longer than {max_range_days:g} days")
-        return Filters(start, end, self.label, self.group, self.device, self.min_score)
+        return Filters(start, end, self.label, self.group, self.device, self.min_score, self.custom)
 
 
 def encode_cursor(ts: datetime, row_id: int) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -10,7 +11,7 @@ from typing import Any
 from sqlalchemy import Select, and_, desc, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from earwitness.cloud.db.dialect import hour_bucket, insert_ignore
+from earwitness.cloud.db.dialect import hour_bucket, insert_ignore, same_text, time_bucket
 from earwitness.cloud.db.models import Inference, table_of
 from earwitness.cloud.db.repo.filters import Filters, decode_cursor, encode_cursor
 
@@ -45,27 +46,40 @@ def set_second_opinion(
     )
 
 
-def _filtered(f: Filters) -> Select[Any]:
+def _filtered(session: Session, f: Filters) -> Select[Any]:
     q = select(Inference).where(Inference.window_start >= f.start, Inference.window_start < f.end)
     if f.device:
         q = q.where(Inference.device_id == f.device)
     if f.label:
-        q = q.where(Inference.label == f.label)
+        q = q.where(same_text(session, Inference.label, f.label))
     if f.group:
         q = q.where(Inference.top_group == f.group)
         if f.min_score is not None:
             q = q.where(Inference.top_group_score >= f.min_score)
+    elif f.custom:
+        q = q.where(Inference.custom_label == f.custom)
+        if f.min_score is not None:
+            q = q.where(Inference.custom_score >= f.min_score)
     elif f.min_score is not None:
         q = q.where(Inference.score >= f.min_score)
+    if f.group and f.custom:
+        q = q.where(Inference.custom_label == f.custom)
     return q
 
 
 def page(
-    session: Session, f: Filters, limit: int, cursor: str | None
+    session: Session,
+    f: Filters,
+    limit: int,
+    cursor: str | None,
+    detections_from: float | None = None,
 ) -> tuple[list[Inference], str | None]:
     """Newest first, keyset-paginated on (window_start, id): no gaps or repeats while rows
-    arrive, and no OFFSET scans on deep pages."""
-    q = _filtered(f)
+    arrive, and no OFFSET scans on deep pages. ``detections_from``: only windows whose
+    top group scores at least this (detections)."""
+    q = _filtered(session, f)
+    if detections_from is not None:
+        q = q.where(Inference.top_group.is_not(None), Inference.top_group_score >= detections_from)
     if cursor:
         ts, row_id = decode_cursor(cursor)
         q = q.where(
@@ -119,7 +133,7 @@ def latest_detections(
     return out
 
 
-def _detection_conditions(f: Filters, min_score: float) -> list[Any]:
+def _detection_conditions(session: Session, f: Filters, min_score: float) -> list[Any]:
     """What makes an inference a detection on the map: located, in a label group above the
     score threshold, inside the filters."""
     conditions = [
@@ -134,7 +148,9 @@ def _detection_conditions(f: Filters, min_score: float) -> list[Any]:
     if f.group:
         conditions.append(Inference.top_group == f.group)
     if f.label:
-        conditions.append(Inference.label == f.label)
+        conditions.append(same_text(session, Inference.label, f.label))
+    if f.custom:
+        conditions.append(Inference.custom_label == f.custom)
     return conditions
 
 
@@ -143,6 +159,7 @@ class Detection:
     """One detection with a location, as the live map adds it."""
 
     id: int
+    device_id: str
     lat: float
     lon: float
     group: str
@@ -157,19 +174,21 @@ def detections_after(
     q = (
         select(
             Inference.id,
+            Inference.device_id,
             Inference.lat,
             Inference.lon,
             Inference.top_group,
             Inference.top_group_score,
             Inference.label,
         )
-        .where(*_detection_conditions(f, min_score), Inference.id > after_id)
+        .where(*_detection_conditions(session, f, min_score), Inference.id > after_id)
         .order_by(Inference.id)
         .limit(limit)
     )
     rows: list[Any] = list(session.execute(q).all())  # the conditions exclude NULLs
     return [
-        Detection(int(i), float(la), float(lo), g, float(s), lb) for i, la, lo, g, s, lb in rows
+        Detection(int(i), d, float(la), float(lo), g, float(s), lb)
+        for i, d, la, lo, g, s, lb in rows
     ]
 
 
@@ -200,8 +219,10 @@ def detection_spots(
             Inference.top_group,
             Inference.top_group_score,
         )
-        .where(*_detection_conditions(f, min_score))
-        .order_by(Inference.id.desc())
+        .where(*_detection_conditions(session, f, min_score))
+        # Newest by window time: the time index gives this order, so the database stops
+        # after `limit` rows instead of sorting every row in range (ordering by id did).
+        .order_by(Inference.window_start.desc())
         .limit(limit)
         .subquery()
     )
@@ -257,3 +278,75 @@ def counts_per_device(session: Session, f: Filters | None = None) -> list[Device
         q = q.where(Inference.window_start >= f.start, Inference.window_start < f.end)
     q = q.group_by(Inference.device_id)
     return [DeviceCount(d, int(n), t) for d, n, t in session.execute(q).all()]
+
+
+MAX_BUCKETS = 1000  # a chart never has more bars than this
+
+
+@dataclass(frozen=True)
+class BucketCount:
+    bucket: int  # 0, 1, ... from the range's start
+    group: str
+    device_id: str | None  # None when counted for the whole fleet
+    count: int
+
+
+def activity(
+    session: Session, f: Filters, min_score: float, bucket_s: int, per_device: bool = False
+) -> list[BucketCount]:
+    """Detections per time bucket and label group (and device), grouped by the database:
+    at most buckets x groups (x devices) rows whatever the row count."""
+    assert f.start is not None
+    bucket = time_bucket(session, Inference.window_start, f.start, bucket_s).label("bucket")
+    conditions = [
+        Inference.window_start >= f.start,
+        Inference.window_start < f.end,
+        Inference.top_group.is_not(None),
+        Inference.top_group_score >= (f.min_score if f.min_score is not None else min_score),
+    ]
+    if f.device:
+        conditions.append(Inference.device_id == f.device)
+    if f.group:
+        conditions.append(Inference.top_group == f.group)
+    if f.label:
+        conditions.append(same_text(session, Inference.label, f.label))
+    keys: list[Any] = [bucket, Inference.top_group]
+    if per_device:
+        keys.append(Inference.device_id)
+    q = select(*keys, func.count()).where(*conditions).group_by(*keys).order_by(bucket)
+    out = []
+    for row in session.execute(q.limit(STATS_MAX_GROUPS)).all():
+        device = str(row[2]) if per_device else None
+        out.append(BucketCount(int(row[0]), str(row[1]), device, int(row[-1])))
+    return out
+
+
+@dataclass(frozen=True)
+class LevelBucket:
+    bucket: int
+    leq_dbfs: float  # the energy average of the windows' levels
+    max_dbfs: float
+    windows: int
+
+
+def levels(session: Session, f: Filters, bucket_s: int) -> list[LevelBucket]:
+    """A device's sound level per time bucket: Leq (10 log10 of the mean power, the way
+    sound level meters average) and the loudest window."""
+    assert f.start is not None and f.device is not None
+    bucket = time_bucket(session, Inference.window_start, f.start, bucket_s).label("bucket")
+    power = func.avg(func.power(10.0, Inference.dbfs / 10.0))
+    q = (
+        select(bucket, power, func.max(Inference.dbfs), func.count())
+        .where(
+            Inference.device_id == f.device,
+            Inference.window_start >= f.start,
+            Inference.window_start < f.end,
+        )
+        .group_by(bucket)
+        .order_by(bucket)
+        .limit(MAX_BUCKETS)
+    )
+    return [
+        LevelBucket(int(b), 10 * math.log10(max(float(p), 1e-20)), float(mx), int(n))
+        for b, p, mx, n in session.execute(q).all()
+    ]

@@ -58,3 +58,18 @@ def review_agreement(session: Session, by: By) -> list[Agreement]:
         .group_by(key)
     )
     return [Agreement(k, int(n), int(c or 0)) for k, n, c in session.execute(query).all()]
+
+
+def first_of_clips(session: Session, clip_ids: Sequence[int]) -> dict[int, SecondOpinion]:
+    """The first second opinion of each clip (by row id), for feeds and popups."""
+    if not clip_ids:
+        return {}
+    q = (
+        select(SecondOpinion)
+        .where(SecondOpinion.clip_id.in_(list(clip_ids)))
+        .order_by(SecondOpinion.id)
+    )
+    out: dict[int, SecondOpinion] = {}
+    for o in session.scalars(q):
+        out.setdefault(o.clip_id, o)
+    return out

@@ -1,0 +1,1 @@
+"""Alerts: correlation rules over committed detections, alert rows, notifications."""

@@ -1,0 +1,1 @@
+"""Training and evaluating custom heads on YAMNet (`earwitness train`, `eval-head`)."""

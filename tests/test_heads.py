@@ -1,0 +1,217 @@
+"""Custom heads: training on real distress recordings, the artifact, augmentation, the CLI."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from earwitness.cli import main
+from earwitness.cloud.heads import augment as aug
+from earwitness.cloud.heads.dataset import data_hash, group_folds, read_dataset
+from earwitness.cloud.heads.train import auc, embed
+from earwitness.shared import audio
+from earwitness.shared.errors import ConfigError
+from earwitness.shared.heads import HeadError, load_head, load_heads, parse_head
+from earwitness.shared.runner import YamnetModel
+from tests.conftest import MODELS
+from tests.heads_helpers import Split, write_subset
+
+
+def _clip_scores(model: YamnetModel, head_path: Path, paths: list[Path]) -> np.ndarray:
+    head = load_head(head_path)
+    return np.stack([head.scores(embed(model, audio.load(p))[0]).max(axis=0) for p in paths])
+
+
+def test_train_writes_a_loadable_head_with_report_and_plots(
+    distress_head: tuple[Path, Split],
+) -> None:
+    path, split = distress_head
+    head = load_head(path)
+    assert head.classes == ["glass_break", "scream"]
+    assert head.model_id.startswith("yamnet-int8@")
+    assert all(0 < t <= 1 for t in head.thresholds.values())
+    assert head.meta["data_sha256"] == data_hash(split.train)
+    assert head.meta["background"] == "negative"
+    validation = head.meta["validation"]
+    assert validation["validation_clips"] > 0 and validation["training_copies"] > 0
+    report = path.with_name(path.stem + "-report")
+    for name in ("pr_curve.png", "confusion.png"):
+        assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    written = json.loads((report / "report.json").read_text())
+    assert set(written["per_class"]) == {"glass_break", "scream"}
+    assert written["confusion"]["labels"] == ["glass_break", "scream", "negative"]
+
+
+def test_head_separates_classes_on_recordings_it_never_saw(
+    distress_head: tuple[Path, Split], patch_model: YamnetModel
+) -> None:
+    """Held-out groups (other recordings, other speakers): each class's clip score ranks
+    its own clips above the rest (AUC), far above chance."""
+    path, split = distress_head
+    held = split.held_out
+    scores = _clip_scores(patch_model, path, [e.path for e in held])
+    labels = np.array([e.label for e in held])
+    head = load_head(path)
+    for k, c in enumerate(head.classes):
+        truth = labels == c
+        assert truth.sum() >= 5, f"too few held-out {c} clips for a meaningful check"
+        assert auc(scores[:, k].astype(np.float32), truth) >= 0.9, c
+
+
+def test_training_is_reproducible(tmp_path: Path, distress_head: tuple[Path, Split]) -> None:
+    _path, split = distress_head
+    tiny = [e for e in split.train if e.label != "negative"][:6] + [
+        e for e in split.train if e.label == "negative"
+    ][:14]
+    data = write_subset(tiny, tmp_path / "tiny")
+    digests = []
+    for run in ("a", "b"):
+        out = tmp_path / f"{run}.json"
+        assert main(["train", str(data), "--out", str(out), "--model-dir", str(MODELS)]) == 0
+        doc = json.loads(out.read_text())
+        digests.append((doc["arrays"], doc["thresholds"]))
+    assert digests[0] == digests[1]
+
+
+def _tamper(path: Path, change: Any, tmp_path: Path) -> Path:
+    doc = json.loads(path.read_text())
+    change(doc)
+    out = tmp_path / "tampered.json"
+    out.write_text(json.dumps(doc))
+    return out
+
+
+def test_damaged_edited_or_foreign_heads_are_refused(
+    distress_head: tuple[Path, Split], tmp_path: Path
+) -> None:
+    path, _ = distress_head
+
+    def flip_weight(doc: dict[str, Any]) -> None:
+        raw = bytearray(base64.b64decode(doc["arrays"]["w2"]["f32"]))
+        raw[0] ^= 0x40
+        doc["arrays"]["w2"]["f32"] = base64.b64encode(bytes(raw)).decode()
+
+    def lower_threshold(doc: dict[str, Any]) -> None:
+        doc["thresholds"]["scream"] = 0.01
+
+    for change in (flip_weight, lower_threshold):
+        with pytest.raises(HeadError, match="checksum mismatch"):
+            load_head(_tamper(path, change, tmp_path))
+    with pytest.raises(HeadError, match="not JSON"):
+        parse_head(path.read_bytes()[:1000], "cut.json")
+    with pytest.raises(HeadError, match="format"):
+        parse_head(b'{"format": "something-else"}', "other.json")
+    with pytest.raises(HeadError, match="cannot read"):
+        load_head(tmp_path / "missing.json")
+    with pytest.raises(HeadError, match="trained on yamnet-int8@.*runs yamnet-waveform@"):
+        load_heads([path], "yamnet-waveform@687f226c147a")
+    with pytest.raises(HeadError, match="class 'glass_break' is also in"):
+        load_heads([path, path], load_head(path).model_id)
+
+
+def test_augmentation_is_seeded_and_does_what_it_says() -> None:
+    t = np.arange(16000) / 16000
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+
+    def peak_hz(x: np.ndarray) -> float:
+        spectrum = np.abs(np.fft.rfft(x[2000:14000]))
+        return float(np.argmax(spectrum) * 16000 / 12000)
+
+    shifted = aug.pitch_shift(tone, 12)
+    assert shifted.size == tone.size and abs(peak_hz(shifted) - 880) < 10
+    slower = aug.time_stretch(tone, 0.5)
+    assert slower.size == 2 * tone.size and abs(peak_hz(slower) - 440) < 10
+    rng = np.random.default_rng(1)
+    noise = rng.standard_normal(8000).astype(np.float32) * 0.1
+    mixed = aug.mix(tone, noise, 10.0, np.random.default_rng(2))
+    snr = 20 * np.log10(aug.loud_rms(tone) / aug.rms(mixed - tone))
+    assert abs(snr - 10.0) < 0.5
+    settings = aug.AugmentSettings()
+    a = aug.augment(tone, [noise], settings, np.random.default_rng(7))
+    b = aug.augment(tone, [noise], settings, np.random.default_rng(7))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    mixed_copy, clean_copy = a
+    assert mixed_copy.size == clean_copy.size and np.abs(mixed_copy).max() <= 0.99 + 1e-6
+
+
+def test_dataset_layouts_and_errors(tmp_path: Path) -> None:
+    wave = np.zeros(8000, dtype=np.float32)
+    import soundfile as sf
+
+    for label in ("bang", "negative"):
+        (tmp_path / "classes" / label).mkdir(parents=True)
+        sf.write(tmp_path / "classes" / label / "a.wav", wave, 16000)
+    examples = read_dataset(tmp_path / "classes")
+    assert sorted(e.label for e in examples) == ["bang", "negative"]
+    assert len({e.group for e in examples}) == 2  # no group_id: every file its own group
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "meta.csv").write_text("filename,label\nthere.wav,bang\n")
+    with pytest.raises(ConfigError, match=r"meta.csv line 2: 'there.wav' does not exist"):
+        read_dataset(bad)
+    (bad / "meta.csv").write_text("file,label\n")
+    with pytest.raises(ConfigError, match="no 'filename' column"):
+        read_dataset(bad)
+
+
+def test_group_folds_never_split_a_recording() -> None:
+    from tests.heads_helpers import DISTRESS
+
+    examples = read_dataset(DISTRESS)
+    folds = group_folds(examples, 5, 0)
+    fold_of: dict[str, set[int]] = {}
+    for ex, f in zip(examples, folds, strict=True):
+        fold_of.setdefault(ex.group, set()).add(f)
+    assert all(len(v) == 1 for v in fold_of.values())
+    for label in ("scream", "glass_break"):
+        assert {f for ex, f in zip(examples, folds, strict=True) if ex.label == label} == set(
+            range(5)
+        )
+
+
+def test_classify_and_eval_head_cli(
+    distress_head: tuple[Path, Split],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    patch_model: YamnetModel,
+) -> None:
+    path, split = distress_head
+    clip = next(e.path for e in split.held_out if e.label == "scream")
+    assert (
+        main(["classify", str(clip), "--head", str(path), "--json", "--model-dir", str(MODELS)])
+        == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    custom = out["files"][0]["custom"]
+    head = load_head(path)
+    assert out["head"] == head.head_id == custom["head"]
+    expected = head.scores(embed(patch_model, audio.load(clip))[0])
+    assert len(custom["windows"]) == len(expected)
+    assert custom["scores"]["scream"] == pytest.approx(float(expected[:, 1].max()), abs=1e-3)
+    decided = [c for c in head.classes if custom["scores"][c] >= head.thresholds[c]]
+    assert custom["detected"] == decided
+
+    held = write_subset(split.held_out[:40], tmp_path / "held")
+    assert main(["eval-head", str(path), str(held), "--json", "--model-dir", str(MODELS)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["clips"] == 40 and report["head"] == head.head_id
+    for c in head.classes:
+        stats = report["per_class"][c]
+        assert stats["clips"] == sum(e.label == c for e in split.held_out[:40])
+        assert {"precision", "recall", "recall_at_p95", "auc"} <= set(stats)
+    assert sum(map(sum, report["confusion"]["matrix"])) == 40
+
+
+def test_train_refuses_data_without_background(tmp_path: Path) -> None:
+    import soundfile as sf
+
+    (tmp_path / "only" / "bang").mkdir(parents=True)
+    sf.write(tmp_path / "only" / "bang" / "a.wav", np.zeros(8000, np.float32), 16000)
+    code = main(["train", str(tmp_path / "only"), "--out", str(tmp_path / "h.json")])
+    assert code == 2
+    assert not (tmp_path / "h.json").exists()
