@@ -57,8 +57,36 @@ class _Open:
     fingerprint: str
     first_at: datetime
     last_at: datetime
-    places: set[tuple[str, float | None, float | None]] = field(default_factory=set)
+    order: int  # creation order: the first matching alert wins, as in a list
+    places: set[Place] = field(default_factory=set)
     keys: set[str] = field(default_factory=set)
+
+
+Place = tuple[str, float | None, float | None]  # device, lat, lon
+
+
+def cell_of(place: Place, cell_m: float) -> Cell:
+    """The grid cell of a place; a place without a location is its device."""
+    device, lat_deg, lon_deg = place
+    if lat_deg is None or lon_deg is None:
+        return ("device", device)
+    lat, lon = math.radians(lat_deg), math.radians(lon_deg)
+    x = EARTH_RADIUS_M * math.cos(lat) * math.cos(lon)
+    y = EARTH_RADIUS_M * math.cos(lat) * math.sin(lon)
+    z = EARTH_RADIUS_M * math.sin(lat)
+    return (math.floor(x / cell_m), math.floor(y / cell_m), math.floor(z / cell_m))
+
+
+def neighbourhood(home: Cell) -> list[Cell]:
+    """The cell and the 26 around it (a device's own cell has no neighbours)."""
+    if isinstance(home[0], str):
+        return [home]
+    cx, cy, cz = home
+    return [(cx + i, cy + j, cz + k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)]
+
+
+def place_of(d: Detection) -> Place:
+    return (d.device_id, d.lat, d.lon)
 
 
 class _Recent:
@@ -77,33 +105,13 @@ class _Recent:
         self.cells: dict[Cell, list[tuple[datetime, int, int, Detection]]] = {}
         self._order = itertools.count()  # ties in time and row: insertion order
 
-    def cell(self, d: Detection) -> Cell:
-        if d.lat is None or d.lon is None:
-            return ("device", d.device_id)
-        lat, lon = math.radians(d.lat), math.radians(d.lon)
-        x = EARTH_RADIUS_M * math.cos(lat) * math.cos(lon)
-        y = EARTH_RADIUS_M * math.cos(lat) * math.sin(lon)
-        z = EARTH_RADIUS_M * math.sin(lat)
-        return (
-            math.floor(x / self.cell_m),
-            math.floor(y / self.cell_m),
-            math.floor(z / self.cell_m),
-        )
-
     def add(self, d: Detection) -> None:
         entry = (d.at, d.row_id, next(self._order), d)
-        bisect.insort(self.cells.setdefault(self.cell(d), []), entry)
+        bisect.insort(self.cells.setdefault(cell_of(place_of(d), self.cell_m), []), entry)
 
     def near(self, d: Detection, window: timedelta) -> list[Detection]:
         """Detections within ``window`` of ``d``'s time, in its own and adjacent cells."""
-        home = self.cell(d)
-        if isinstance(home[0], str):
-            neighbours: list[Cell] = [home]
-        else:
-            cx, cy, cz = home
-            neighbours = [
-                (cx + i, cy + j, cz + k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)
-            ]
+        neighbours = neighbourhood(cell_of(place_of(d), self.cell_m))
         lo, hi = d.at - window, d.at + window
         found = []
         for c in neighbours:
@@ -155,7 +163,12 @@ class RuleEngine:
         self._recent = {label: _Recent(cell_m) for label in self._labels}
         self._pruned: datetime | None = None
         self._best: dict[str, float] = {}  # key -> best score seen (phases of one event)
-        self._open: dict[str, list[_Open]] = {r.name: [] for r in rules}
+        self._cell_m = cell_m
+        # Open alerts of each rule, by fingerprint and by the cells and devices of their
+        # places, so deciding where evidence belongs looks only at alerts nearby.
+        self._open: dict[str, dict[str, _Open]] = {r.name: {} for r in rules}
+        self._open_at: dict[str, dict[Cell, set[str]]] = {r.name: {} for r in rules}
+        self._opened = itertools.count()
         self._newest: datetime | None = None
 
     def remember(self, rule: Rule, fingerprint: str, evidence: list[Detection]) -> None:
@@ -223,7 +236,7 @@ class RuleEngine:
         start = min(c.at for c in combo)
         end = max(c.at for c in combo)
         gap = timedelta(seconds=rule.within_s if rule.correlation else rule.rate_limit_s)
-        for alert in self._open[rule.name]:
+        for alert in self._alerts_near(rule, combo[0]):
             overlaps = start - alert.last_at <= gap and alert.first_at - end <= gap
             near = all(
                 min(distance_m(place, c) for place in alert.places) <= rule.within_m
@@ -241,18 +254,42 @@ class RuleEngine:
         return Decision(rule, fingerprint, list(combo), new=True)
 
     def _track(self, rule: Rule, fingerprint: str, evidence: list[Detection]) -> None:
-        alert = next((a for a in self._open[rule.name] if a.fingerprint == fingerprint), None)
+        alert = self._open[rule.name].get(fingerprint)
         start = min(c.at for c in evidence)
         end = max(c.at for c in evidence)
         if alert is None:
-            alert = _Open(rule, fingerprint, start, end)
-            self._open[rule.name].append(alert)
+            alert = _Open(rule, fingerprint, start, end, next(self._opened))
+            self._open[rule.name][fingerprint] = alert
         alert.first_at = min(alert.first_at, start)
         alert.last_at = max(alert.last_at, end)
+        index = self._open_at[rule.name]
         for c in evidence:
             if c.key not in alert.keys:
                 alert.keys.add(c.key)
-                alert.places.add((c.device_id, c.lat, c.lon))
+                place = place_of(c)
+                if place not in alert.places:
+                    alert.places.add(place)
+                    for cell in self._cells_of(place):
+                        index.setdefault(cell, set()).add(fingerprint)
+
+    def _cells_of(self, place: Place) -> list[Cell]:
+        """Where an alert's place is indexed: its cell, and its device (single-class
+        rules match by device)."""
+        home = cell_of(place, self._cell_m)
+        device: Cell = ("device", place[0])
+        return [home] if home == device else [home, device]
+
+    def _alerts_near(self, rule: Rule, d: Detection) -> list[_Open]:
+        """Open alerts of ``rule`` with a place near ``d`` (or at its device), oldest
+        first."""
+        index = self._open_at[rule.name]
+        cells = neighbourhood(cell_of(place_of(d), self._cell_m)) if rule.correlation else []
+        cells.append(("device", d.device_id))
+        found: set[str] = set()
+        for cell in cells:
+            found.update(index.get(cell, ()))
+        alerts = self._open[rule.name]
+        return sorted((alerts[f] for f in found), key=lambda a: a.order)
 
     def _prune(self) -> None:
         assert self._newest is not None
@@ -261,4 +298,12 @@ class RuleEngine:
             for key in recent.forget_before(cutoff):
                 self._best.pop(key, None)
         for name, alerts in self._open.items():
-            self._open[name] = [a for a in alerts if a.last_at >= cutoff]
+            index = self._open_at[name]
+            for fingerprint in [f for f, a in alerts.items() if a.last_at < cutoff]:
+                for place in alerts.pop(fingerprint).places:
+                    for cell in self._cells_of(place):
+                        held = index.get(cell)
+                        if held is not None:
+                            held.discard(fingerprint)
+                            if not held:
+                                del index[cell]
