@@ -156,7 +156,7 @@ def drain(n: int) -> None:
     )
 
 
-def replay() -> None:
+def replay(blas_threads: int = 1) -> None:
     import soundfile as sf
 
     seconds = sum(sf.info(str(f)).duration for f in ESC50.glob("*.flac"))
@@ -177,7 +177,7 @@ def replay() -> None:
             "--drain-timeout",
             "0",
         ),
-        env=ENV,
+        env={**ENV, "EARWITNESS_EDGE_MODEL__BLAS_THREADS": str(blas_threads)},
         capture_output=True,
         text=True,
     )
@@ -189,7 +189,8 @@ def replay() -> None:
     print(
         f"replay as fast as possible: {seconds:.0f} s of audio (256 ESC-50 files) in"
         f" {wall:.2f} s wall incl. start-up = {seconds / wall:.0f}x real time;"
-        f" {published} inference messages written and published (rc {proc.returncode})"
+        f" {published} inference messages written and published, {blas_threads} BLAS"
+        f" thread(s): {wall / max(published, 1) * 1000:.2f} ms per window (rc {proc.returncode})"
     )
 
 
@@ -201,7 +202,8 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {machine()}")
     if args.only in (None, "replay"):
-        replay()
+        replay(blas_threads=1)  # the default (model.blas_threads)
+        replay(blas_threads=os.cpu_count() or 1)  # numpy's own default: one per core
     if args.only in (None, "drain"):
         drain(args.messages)
     if args.only in (None, "live"):

@@ -33,6 +33,7 @@ from earwitness.edge.remote_config import RemoteConfigGate
 from earwitness.edge.sources import AudioSource, open_source
 from earwitness.shared import __version__, topics
 from earwitness.shared.audio import SAMPLE_RATE
+from earwitness.shared.blas import limit_blas_threads
 from earwitness.shared.errors import ConfigError
 from earwitness.shared.frontend import PATCH_SAMPLES, PATCH_SECONDS, StreamingFrontend
 from earwitness.shared.heads import Head, head_features, load_heads
@@ -96,6 +97,7 @@ class EdgeAgent(Service):
 
     def __init__(self, cfg: EdgeSettings, source: AudioSource | None = None) -> None:
         self.cfg = cfg
+        limit_blas_threads(cfg.model.blas_threads)
         model_dir = cfg.model.dir
         # Embeddings (what heads read) when heads run now or may arrive by remote config.
         embeddings = bool(cfg.model.heads) or bool(cfg.remote_config.public_keys)

@@ -48,12 +48,21 @@ class CaptureBuffer:
 
     def put(self, samples: Waveform) -> None:
         with self._cond:
-            while self.backpressure and self._size >= self.max_samples and not self._closed:
+            # Not live: wait until the whole chunk fits (or the buffer is empty, for a
+            # chunk larger than the buffer), and never drop. Waiting only while full
+            # and then dropping the overflow lost most of a replay whose files are not
+            # whole seconds long: one short tail and every later chunk overflowed.
+            while (
+                self.backpressure
+                and self._size
+                and self._size + samples.size > self.max_samples
+                and not self._closed
+            ):
                 self._cond.wait(0.5)
             self._chunks.append(Chunk(self._position, samples))
             self._position += samples.size
             self._size += samples.size
-            if self._size > self.max_samples:
+            if self._size > self.max_samples and not self.backpressure:
                 self._drop(self._size - self.max_samples)
             self._cond.notify()
 

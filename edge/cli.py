@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from earwitness.shared.errors import EXIT_FAILED, EXIT_OK
 from earwitness.shared.lifecycle import stop_on_signals
 
 log = logging.getLogger("earwitness.edge")
@@ -18,18 +19,22 @@ def _config(args: argparse.Namespace) -> Any:
 
     cfg = load_edge_settings(args.config)
     updates: dict[str, Any] = {}
+    src = cfg.source.model_dump()
     if args.source is not None:
-        src = cfg.source.model_dump()
         if args.source == "-":
             src.update(kind="stdin", path=None)
         elif args.source.startswith(("rtsp://", "http://", "https://", "rtmp://", "udp://")):
             src.update(kind="stream", path=args.source)
         else:
             src.update(kind="file", path=args.source)
-        if args.fast:
-            src["realtime"] = False
-        if args.loop:
-            src["loop"] = True
+    # The replay flags apply to the configured source too, not only to --source.
+    if args.fast:
+        src["realtime"] = False
+    if args.speed is not None:
+        src["speed"] = args.speed
+    if args.loop:
+        src["loop"] = True
+    if src != cfg.source.model_dump():
         updates["source"] = src
     device = cfg.device.model_dump()
     for key in ("device_id", "site", "lat", "lon"):
@@ -69,6 +74,22 @@ def _config(args: argparse.Namespace) -> Any:
         raise
 
 
+def _check_files(cfg: Any) -> None:
+    """What --validate-config can check without starting: the files the settings name."""
+    from earwitness.shared.errors import ConfigError
+
+    if cfg.source.kind == "file" and cfg.source.path not in (None, "-"):
+        from earwitness.edge.sources import FileSource
+
+        FileSource(Path(cfg.source.path), True, False, cfg.source.chunk_ms)  # raises if absent
+    for setting, path in (
+        ("model.groups_file", cfg.model.groups_file),
+        ("model.dir", cfg.model.dir),
+    ):
+        if path is not None and not Path(path).exists():
+            raise ConfigError(f"{setting}: {path} does not exist")
+
+
 def _cmd_edge(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if args.validate_config:
@@ -76,6 +97,7 @@ def _cmd_edge(args: argparse.Namespace) -> int:
         from earwitness.shared.model_registry import get_spec
 
         heads = load_heads(cfg.model.heads, get_spec(cfg.model.name).short_id)
+        _check_files(cfg)
         print(
             f"configuration OK: device {cfg.device.site}/{cfg.device.id}, source {cfg.source.kind}"
             + "".join(f", head {h.head_id} ({', '.join(h.classes)})" for h in heads)
@@ -94,14 +116,22 @@ def _cmd_edge(args: argparse.Namespace) -> int:
                 finished_at = now
             if agent.drained() or now - finished_at > args.drain_timeout:
                 break
-    drained = agent.drained()
+    left = agent.outbox.stats().rows
     agent.stop()
     if agent.capture_error:
         log.error("capture failed: %s", agent.capture_error)
-        return 1
-    if args.exit_when_done and not drained:
-        log.warning("stopped with undelivered messages in the outbox (kept for the next run)")
-    return 0
+        return EXIT_FAILED
+    if args.exit_when_done and left:
+        # Scripts that replay files and then move on must see that delivery is not done.
+        log.error(
+            "%d messages undelivered after --drain-timeout %g s; they stay in the outbox %s"
+            " and are sent on the next run",
+            left,
+            args.drain_timeout,
+            cfg.outbox.path,
+        )
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def register(sub: Any) -> None:
@@ -114,6 +144,9 @@ def register(sub: Any) -> None:
         help="file or directory to replay, '-' for raw PCM on stdin, or a stream URL",
     )
     p.add_argument("--fast", action="store_true", help="replay files as fast as possible")
+    p.add_argument(
+        "--speed", type=float, default=None, help="replay files at N x real time (e.g. 10)"
+    )
     p.add_argument("--loop", action="store_true", help="replay files forever")
     p.add_argument("--device-id", default=None)
     p.add_argument("--site", default=None)
@@ -134,7 +167,8 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--exit-when-done",
         action="store_true",
-        help="exit once a finite source has ended and the outbox is acknowledged",
+        help="exit once a finite source has ended and the outbox is acknowledged"
+        " (status 1 if messages are still undelivered after --drain-timeout)",
     )
     p.add_argument(
         "--drain-timeout",

@@ -73,6 +73,9 @@ class SourceSettings(StrictModel):
     path: str | None = Field(None, description="file or directory (file), URL (stream)")
     device: str | int | None = Field(None, description="microphone name or index (mic)")
     realtime: bool = Field(True, description="file: replay at real-time pace")
+    speed: float = Field(
+        1.0, gt=0, le=10_000, description="file with realtime: replay at N x real time"
+    )
     loop: bool = Field(False, description="file: start over at the end")
     sample_rate: int = Field(16000, ge=8000, le=192000, description="stdin/mic: input rate")
     channels: int = Field(1, ge=1, le=32, description="stdin/mic: interleaved channels")
@@ -88,7 +91,13 @@ class SourceSettings(StrictModel):
 class ModelSettings(StrictModel):
     name: str = Field("yamnet-int8", description="registry name of the patch model")
     dir: Path | None = Field(None, description="model directory (default $EARWITNESS_MODEL_DIR)")
-    threads: int = Field(1, ge=1, le=16)
+    threads: int = Field(1, ge=1, le=16, description="TFLite interpreter threads")
+    blas_threads: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="numpy's BLAS threads (frontend, heads); more fight the inference thread",
+    )
     groups_file: Path | None = Field(None, description="label groups YAML (default: shipped)")
     heads: list[Path] = Field(
         default_factory=list,

@@ -37,18 +37,22 @@ class AudioSource(Protocol):
 class FileSource:
     """Replays a file or every audio file of a directory, at real-time pace or at once."""
 
-    def __init__(self, path: Path, realtime: bool, loop: bool, chunk_ms: int) -> None:
+    def __init__(
+        self, path: Path, realtime: bool, loop: bool, chunk_ms: int, speed: float = 1.0
+    ) -> None:
         self.files = audio.find_audio_files([path])
         if not path.exists():
             raise ConfigError(f"source.path: {path} does not exist")
         if not self.files:
             raise ConfigError(f"source.path: no audio files in {path}")
         self.realtime = realtime
+        self.speed = speed  # paced at N x real time (realtime only)
         self.loop = loop
         # Replaying as fast as possible: bigger chunks, fewer hand-offs between threads.
         self.chunk = int(SAMPLE_RATE * (chunk_ms if realtime else max(chunk_ms, 1000)) / 1000)
         self.name = f"file:{path}"
-        self.live = realtime
+        # Faster than real time nothing is lost by waiting for inference: not live.
+        self.live = realtime and speed <= 1.0
         self.skipped: list[str] = []
 
     def chunks(self, stop: threading.Event) -> Iterator[Waveform]:
@@ -69,7 +73,7 @@ class FileSource:
                         return
                     piece = wave[start : start + self.chunk]
                     if self.realtime:
-                        due = t0 + emitted / SAMPLE_RATE
+                        due = t0 + emitted / SAMPLE_RATE / self.speed
                         delay = due - time.monotonic()
                         if delay > 0:
                             stop.wait(delay)
@@ -223,7 +227,7 @@ def open_source(cfg: SourceSettings) -> AudioSource:
             return PcmStreamSource(
                 sys.stdin.buffer, cfg.sample_rate, cfg.channels, cfg.chunk_ms, "stdin"
             )
-        return FileSource(Path(cfg.path), cfg.realtime, cfg.loop, cfg.chunk_ms)
+        return FileSource(Path(cfg.path), cfg.realtime, cfg.loop, cfg.chunk_ms, cfg.speed)
     if cfg.kind == "stdin":
         return PcmStreamSource(
             sys.stdin.buffer, cfg.sample_rate, cfg.channels, cfg.chunk_ms, "stdin"

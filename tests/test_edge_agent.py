@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from earwitness.edge.agent import EdgeAgent
 from earwitness.shared import audio
@@ -68,7 +69,9 @@ def test_replay_esc50_clip_gives_events_inferences_and_a_clip(
         runtime={"detection": {"triggers": [{"group": group, "threshold": 0.4}], "min_windows": 2}},
     )
     collector = Collector(site)
+    threadpool_limits(limits=2, user_api="blas")  # what numpy starts with on 2 cores
     agent = EdgeAgent(cfg)
+    assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == {1}
     agent.start()
     try:
         run_until_finished(agent)
@@ -115,7 +118,9 @@ def test_speech_clips_are_never_published(tmp_path: Path) -> None:
         outbox={"path": str(tmp_path / "outbox.db")},
     )
     collector = Collector(site)
+    threadpool_limits(limits=2, user_api="blas")  # what numpy starts with on 2 cores
     agent = EdgeAgent(cfg)
+    assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == {1}
     agent.start()
     try:
         run_until_finished(agent)

@@ -18,7 +18,7 @@ from earwitness.cloud.db.engine import make_engine
 from earwitness.cloud.db.migrate import upgrade
 from earwitness.cloud.db.models import AckWatermark, Clip, Event, Heartbeat, Inference
 from earwitness.edge.agent import EdgeAgent
-from tests.conftest import MODELS
+from tests.conftest import ESC50, MODELS
 from tests.edge_helpers import ArraySource, edge_config, noise
 from tests.ingest_helpers import ingest_settings, running_ingest, wait_for
 from tests.services import PrivateBroker, spawn, unique
@@ -207,7 +207,7 @@ def test_bad_config_file_key_refuses_to_start(tmp_path: Path) -> None:
             str(config),
             "--validate-config",
             "--source",
-            str(tmp_path),
+            str(next(ESC50.glob("*.flac"))),  # --validate-config checks the source exists
         ],
         capture_output=True,
         text=True,

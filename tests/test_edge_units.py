@@ -239,6 +239,38 @@ def test_capture_buffer_backpressure_for_non_live_sources() -> None:
     assert got == [i * 1600 for i in range(200)]
 
 
+def test_capture_buffer_backpressure_never_drops_uneven_chunks() -> None:
+    """Files that are not whole seconds long (a short tail between 1 s chunks) through
+    a buffer that is not a multiple of the chunk: every sample arrives, in order."""
+    buf = CaptureBuffer(max_samples=16000, backpressure=True)
+    sizes = [16000, 16000, 7000, 16000, 16000, 3333, 16000, 40000, 16000] * 10
+    got: list[tuple[int, int]] = []
+
+    def consume() -> None:
+        while (c := buf.get(1.0)) is not None:
+            got.append((c.start, c.samples.size))
+            time.sleep(0.002)
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    for n in sizes:
+        buf.put(np.zeros(n, np.float32))
+        assert buf.dropped_samples == 0
+    buf.close()
+    consumer.join(10)
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    assert got == list(zip(starts, sizes, strict=True))
+    assert buf.dropped_samples == 0
+
+
+def test_capture_buffer_live_drops_whole_hops_when_behind() -> None:
+    buf = CaptureBuffer(max_samples=16000)
+    for _ in range(5):
+        buf.put(np.zeros(7000, np.float32))  # nobody reads: 35,000 samples for 16,000
+    assert buf.depth_samples <= 16000
+    assert buf.dropped_samples % 7680 == 0 and buf.dropped_windows >= 2
+
+
 def test_outbox_never_reuses_a_seq_after_everything_is_deleted(tmp_path: Path) -> None:
     path = tmp_path / "o.db"
     box = Outbox(path, 10 * 2**20, 3600)
@@ -269,3 +301,22 @@ def test_fleet_directory_fills_identity(tmp_path: Path) -> None:
     cfg_file.write_text(f"device:\n  id: broken\n  directory: {directory}\nsource:\n  kind: mic\n")
     with pytest.raises(ConfigError, match="entry 'broken'"):
         load_edge_settings(cfg_file)
+
+
+@pytest.mark.parametrize("speed", [10.0, 40.0])
+def test_file_replay_at_n_times_real_time(tmp_path: Path, speed: float) -> None:
+    """4 s of audio at N x real time takes about 4/N s, every sample delivered, and a
+    paced replay faster than real time waits for inference (not live)."""
+    import soundfile as sf
+
+    from earwitness.edge.sources import FileSource
+
+    sf.write(tmp_path / "a.wav", np.zeros(4 * 16000, np.float32), 16000)
+    source = FileSource(tmp_path / "a.wav", realtime=True, loop=False, chunk_ms=100, speed=speed)
+    assert source.live is False
+    t0 = time.monotonic()
+    total = sum(chunk.size for chunk in source.chunks(threading.Event()))
+    elapsed = time.monotonic() - t0
+    assert total == 4 * 16000
+    assert 0.8 * 4 / speed <= elapsed < 4 / speed + 1.0
+    assert FileSource(tmp_path / "a.wav", True, False, 100).live is True
