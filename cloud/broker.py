@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import pwd
 import shutil
 import subprocess
 import tempfile
@@ -27,6 +29,37 @@ def _wait_port(port: int, timeout: float = 10.0) -> bool:
         except OSError:
             time.sleep(0.05)
     return False
+
+
+def _run_as(data_dir: Path) -> str:
+    """The ``user`` line, and a data directory that user can write.
+
+    Mosquitto started as root drops to the ``mosquitto`` user before it opens its
+    persistence file; a root-owned directory then fails every save ("Permission denied"
+    in its log only) and retained messages and sessions are lost on restart."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        return ""  # no privilege drop: the broker writes as the user who started it
+    try:
+        account = pwd.getpwnam("mosquitto")
+    except KeyError:
+        return "user root\n"  # no account to drop to (the demo on a bare root shell)
+    if not _enterable(data_dir.resolve().parent, account.pw_uid, account.pw_gid):
+        log.info("embedded broker runs as root: user mosquitto cannot reach %s", data_dir)
+        return "user root\n"
+    for path in [data_dir, *data_dir.iterdir()]:
+        os.chown(path, account.pw_uid, account.pw_gid)
+    return "user mosquitto\n"
+
+
+def _enterable(directory: Path, uid: int, gid: int) -> bool:
+    """Whether ``uid`` may traverse every directory down to ``directory``."""
+    for d in [directory, *directory.parents]:
+        st = d.stat()
+        bit = 0o100 if st.st_uid == uid else 0o010 if st.st_gid == gid else 0o001
+        if not st.st_mode & bit:
+            return False
+    return True
 
 
 class EmbeddedBroker:
@@ -59,7 +92,7 @@ class EmbeddedBroker:
         conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
             f"persistence true\npersistence_location {self.data_dir}/\n"
-            "max_queued_messages 100000\n"
+            "max_queued_messages 100000\n" + _run_as(self.data_dir)
         )
         self._proc = subprocess.Popen(
             [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

@@ -114,7 +114,11 @@ class PrivateBroker:
             "allow_anonymous true\n"
             "persistence true\n"
             f"persistence_location {self.dir}/\n"
-            "max_queued_messages 0\n" + extra_conf
+            "max_queued_messages 0\n"
+            # Started as root, mosquitto drops to its own user, which cannot write this
+            # root-only directory: persistence would silently be off (cloud/broker.py).
+            + ("user root\n" if os.geteuid() == 0 and "\nuser " not in extra_conf else "")
+            + extra_conf
         )
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -382,3 +382,38 @@ def test_ctrl_c_to_the_process_group_stops_cleanly(
     assert again.wait(20) == 0
     assert count(engine) == n + 1 and distinct_seqs(engine) == n + 1
     pub.close()
+
+
+@ON_MARIADB
+def test_retained_acks_come_back_after_the_broker_loses_them(
+    db_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    """A SIGKILLed broker loses what it had not saved, the retained acks too. An idle
+    device would then wait with no ack; ingest publishes them again on reconnect."""
+    broker = PrivateBroker()
+    broker.start()
+    try:
+        site = unique("s")
+        dev = Dev(site, "dev1")
+        ack_topic = f"earwitness/v1/{site}/dev1/ack"
+        with running_ingest(ingest_settings(db_url, site, port=broker.port), tmp_path / "c"):
+            pub = Publisher(port=broker.port)
+            pub.watch_acks(site)
+            pub.publish_many(
+                [(dev.topic(Kind.INFERENCE), wire(dev.inference(s))) for s in range(5)]
+            )
+            wait_for(lambda: pub.ack_seq(ack_topic) == 4, what="ack before the kill")
+            pub.close()
+            broker.kill()
+            for saved in broker.dir.glob("*.db"):
+                saved.unlink()  # nothing was saved: the retained ack is gone
+            broker.start()
+            late = Publisher(port=broker.port)  # a device that subscribes after the restart
+            late.watch_acks(site)
+            wait_for(
+                lambda: late.ack_seq(ack_topic) == 4, timeout=30, what="retained ack republished"
+            )
+            late.close()
+        assert count(engine) == 5
+    finally:
+        broker.cleanup()

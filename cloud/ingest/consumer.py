@@ -45,6 +45,7 @@ IDLE_WAKE_S = 0.2
 """With nothing to store, the store thread wakes this often (stop requests, ack resync)."""
 
 ACK_RESYNC_S = 2.0
+ACK_REPUBLISH_CHUNK = 500  # streams per query when a reconnect republishes every ack
 """How often the acks published lately are checked against the database. Consumers sharing
 a subscription publish one device's acks independently, so an older watermark can reach
 the broker after a newer one and stay retained; the check publishes the newer one again."""
@@ -110,6 +111,7 @@ class IngestService(Service):
         self._acked: dict[SeqKey, int] = {}  # the highest ack this consumer published
         self._acked_lately: set[SeqKey] = set()
         self._next_ack_resync = time.monotonic() + ACK_RESYNC_S
+        self._republish_acks = threading.Event()  # set on a reconnect: the store thread acts
         # Stable across restarts, so the broker resumes our persistent session and redelivers
         # what we had not acknowledged. Two consumers on one host need explicit client ids.
         client_id = self.cfg.client_id or f"ingest-{socket.gethostname()}"
@@ -192,6 +194,11 @@ class IngestService(Service):
     def _on_connect(self, conn: MqttConnection) -> None:
         with self._gen_lock:
             self._generation += 1
+            reconnected = self._generation > 1
+        if reconnected:
+            # A broker that was killed or restarted without saving has lost the retained
+            # acks since its last save; an idle device would then never see its ack.
+            self._republish_acks.set()
         for site in self.cfg.sites or ["+"]:
             topic_filter = topics.device_filter(site)
             conn.subscribe(topics.shared_subscription(self.cfg.group, topic_filter), qos=1)
@@ -362,9 +369,33 @@ class IngestService(Service):
                 retain=True,
             )
 
+    def _republish_known_acks(self) -> None:
+        keys = list(self._acked)
+        republished = 0
+        for start in range(0, len(keys), ACK_REPUBLISH_CHUNK):
+            chunk = keys[start : start + ACK_REPUBLISH_CHUNK]
+            by_pair = {(device, epoch): (site, device, epoch) for site, device, epoch in chunk}
+            try:
+                with transaction(self.engine) as session:
+                    marks = acks.watermarks(session, list(by_pair))
+            except SQLAlchemyError as exc:
+                log.warning("ack republish deferred: %s", str(exc).splitlines()[0][:200])
+                self._republish_acks.set()  # the next round tries again
+                return
+            current = {by_pair[p]: max(seq, self._acked[by_pair[p]]) for p, seq in marks.items()}
+            self._publish_acks(current)
+            republished += len(current)
+        if republished:
+            self.metrics.inc("acks_republished_total", republished)
+            log.info("broker reconnected: %d retained acks published again", republished)
+
     def _resync_acks(self) -> None:
         """Publish again any watermark that moved past what this consumer last sent
-        (another consumer's commit), so the retained ack ends at the database's value."""
+        (another consumer's commit), so the retained ack ends at the database's value;
+        after a reconnect, every ack this consumer has published."""
+        if self._republish_acks.is_set():
+            self._republish_acks.clear()
+            self._republish_known_acks()
         now = time.monotonic()
         if now < self._next_ack_resync or not self._acked_lately:
             return
