@@ -88,6 +88,14 @@ def _cmd_db(args: argparse.Namespace) -> int:
     from earwitness.cloud.db import migrate
 
     settings = _settings(args)
+    if "database_url" not in settings.model_fields_set:
+        # Migrating the embedded default by accident looks like success: say which it is.
+        print(
+            f"warning: no database given (--database-url, EARWITNESS_DATABASE_URL or"
+            f" database_url in --config): using the default {settings.database_url}"
+            f" in {Path.cwd()}",
+            file=sys.stderr,
+        )
     engine = _engine(settings)
     if args.action == "upgrade":
         migrate.upgrade(engine, args.revision or "head")

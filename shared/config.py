@@ -3,6 +3,10 @@ at the offending line, and MQTT connection settings shared by every service."""
 
 from __future__ import annotations
 
+import difflib
+import inspect
+import logging
+import os
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -11,6 +15,15 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from earwitness.shared.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# Read by the code directly, not settings: never reported as unknown.
+PROCESS_VARIABLES = frozenset(
+    {"EARWITNESS_MODEL_DIR", "EARWITNESS_MODEL_MIRROR", "EARWITNESS_SHARED"}
+)
+# Every settings class's prefix: the cloud's EARWITNESS_ also matches the edge's.
+SETTINGS_PREFIXES = ("EARWITNESS_", "EARWITNESS_EDGE_")
 
 M = TypeVar("M", bound=BaseModel)
 S = TypeVar("S", bound="FileAndEnvSettings")
@@ -186,9 +199,68 @@ class FileAndEnvSettings(BaseSettings):
         return env_settings, init_settings, file_secret_settings
 
 
+def unknown_environment(
+    cls: type[BaseSettings], environ: dict[str, str] | None = None
+) -> list[str]:
+    """Variables with ``cls``'s prefix that name no setting. pydantic-settings ignores
+    them, so a typo such as ``EARWITNESS_MQTT__HOTS`` would otherwise change nothing
+    without a word."""
+    prefix = str(cls.model_config.get("env_prefix", ""))
+    delimiter = str(cls.model_config.get("env_nested_delimiter") or "__")
+    others = [p for p in SETTINGS_PREFIXES if p != prefix and p.startswith(prefix)]
+    unknown = []
+    for key in sorted(os.environ if environ is None else environ):
+        upper = key.upper()
+        if not upper.startswith(prefix) or upper in PROCESS_VARIABLES:
+            continue
+        if any(upper.startswith(p) for p in others):
+            continue
+        model: Any = cls
+        for part in upper[len(prefix) :].lower().split(delimiter):
+            if model is None:
+                break  # a dict or list value: its keys are not checked here
+            field = model.model_fields.get(part)
+            if field is None:
+                unknown.append(key)
+                break
+            ann = field.annotation
+            model = ann if inspect.isclass(ann) and issubclass(ann, BaseModel) else None
+    return unknown
+
+
+def environment_names(cls: type[BaseSettings], depth: int = 3) -> list[str]:
+    """The variable of every setting, nested ones joined by the delimiter."""
+    prefix = str(cls.model_config.get("env_prefix", ""))
+    delimiter = str(cls.model_config.get("env_nested_delimiter") or "__")
+    names: list[str] = []
+
+    def walk(model: type[BaseModel], path: str, level: int) -> None:
+        for name, field in model.model_fields.items():
+            full = f"{path}{delimiter}{name}" if path else name
+            names.append((prefix + full).upper())
+            ann = field.annotation
+            if level < depth and inspect.isclass(ann) and issubclass(ann, BaseModel):
+                walk(ann, full, level + 1)
+
+    walk(cls, "", 1)
+    return names
+
+
+def _warn_unknown_environment(cls: type[BaseSettings]) -> None:
+    unknown = unknown_environment(cls)
+    if not unknown:
+        return
+    known = environment_names(cls)
+    for key in unknown:
+        close = difflib.get_close_matches(key.upper(), known, n=1, cutoff=0.8)
+        hint = f"; did you mean {close[0]}?" if close else " (check its spelling)"
+        log.warning("%s is not a setting and is ignored%s", key, hint)
+
+
 def load_settings_file(cls: type[S], path: Path | None) -> S:
     """``cls`` from an optional YAML file plus the environment, with errors that name the
     file and line, or the environment variable prefix."""
+    _warn_unknown_environment(cls)
     if path is None:
         try:
             return cls()

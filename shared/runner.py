@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +27,35 @@ from earwitness.shared.frontend import (
     patches,
 )
 from earwitness.shared.model_registry import InputKind, ModelSpec, get_spec, locate, model_dir
+
+DELEGATE_BANNER = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+
+
+@contextlib.contextmanager
+def _without_delegate_banner() -> Iterator[None]:
+    """The TFLite runtime prints an INFO line on the process's stderr (file descriptor 2,
+    below Python) every time it loads a model; every command started with it. Native
+    output is caught while the model loads and everything but that line is passed on."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all: nothing to keep clean
+        yield
+        return
+    with tempfile.TemporaryFile() as caught:
+        sys.stderr.flush()
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            rest = [line for line in caught.read().splitlines(True) if DELEGATE_BANNER not in line]
+            if rest:
+                sys.stderr.write(b"".join(rest).decode(errors="replace"))
+                sys.stderr.flush()
+
 
 EMBEDDING_TENSOR = "tower0/network/layer28/reduce_mean"
 """The 1024-d average-pooled layer feeding YAMNet's classifier: the transfer-learning input."""
@@ -78,8 +112,9 @@ class YamnetModel:
                 kwargs: dict[str, Any] = {"model_path": str(path), "num_threads": threads}
                 if want_embeddings:
                     kwargs["experimental_preserve_all_tensors"] = True
-                self._it = interpreter_cls(**kwargs)
-            self._it.allocate_tensors()
+                with _without_delegate_banner():
+                    self._it = interpreter_cls(**kwargs)
+                    self._it.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{path}: cannot load as a TFLite model ({exc})") from exc
         self._input = self._it.get_input_details()[0]

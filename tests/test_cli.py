@@ -71,3 +71,109 @@ def test_models_list_and_verify() -> None:
 @pytest.mark.parametrize("bad", [["classify", "--top", "x"], ["nosuch"]])
 def test_bad_arguments_exit_2(bad: list[str]) -> None:
     assert run(*bad).returncode == 2
+
+
+def test_edge_exit_when_done_fails_when_messages_are_undelivered(tmp_path: Path) -> None:
+    """A replay script must not believe delivery finished: no broker listens on the
+    port, so after the drain timeout the agent exits 1 and says what is left where."""
+    from tests.services import free_port
+
+    src = tmp_path / "audio"
+    src.mkdir()
+    shutil.copy(next(ESC50.glob("*.flac")), src)
+    outbox = tmp_path / "o.db"
+    result = run(
+        "edge",
+        "--source",
+        str(src),
+        "--fast",
+        "--site",
+        "s1",
+        "--device-id",
+        "d1",
+        "--outbox",
+        str(outbox),
+        "--mqtt-port",
+        str(free_port()),
+        "--health-port",
+        "0",
+        "--exit-when-done",
+        "--drain-timeout",
+        "1",
+        "--model-dir",
+        str(MODELS),
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "undelivered after --drain-timeout 1 s" in result.stderr
+    assert str(outbox) in result.stderr
+
+
+def test_db_upgrade_without_a_database_says_it_uses_the_default(tmp_path: Path) -> None:
+    def db(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("EARWITNESS_")}
+        return subprocess.run(
+            [sys.executable, "-m", "earwitness", "db", "upgrade", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+            env={**clean, **(env or {})},
+        )
+
+    implicit = db()
+    assert implicit.returncode == 0, implicit.stderr
+    assert "warning: no database given" in implicit.stderr
+    assert "sqlite:///var/earwitness.db" in implicit.stderr and str(tmp_path) in implicit.stderr
+    url = f"sqlite:///{tmp_path / 'chosen.db'}"
+    for explicit in (db("--database-url", url), db(env={"EARWITNESS_DATABASE_URL": url})):
+        assert explicit.returncode == 0 and "no database given" not in explicit.stderr
+
+
+def test_misspelt_environment_variables_are_named(tmp_path: Path) -> None:
+    from earwitness.cloud.settings import CloudSettings
+    from earwitness.edge.config import EdgeSettings
+    from earwitness.shared.config import unknown_environment
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    result = run("db", "upgrade", env={"EARWITNESS_DATABSE_URL": url})
+    assert (
+        "EARWITNESS_DATABSE_URL is not a setting and is ignored; did you mean"
+        " EARWITNESS_DATABASE_URL?" in result.stderr
+    )
+    single = run("db", "current", "--database-url", url, env={"EARWITNESS_MQTT_HOST": "b"})
+    assert "did you mean EARWITNESS_MQTT__HOST?" in single.stderr
+    environ = {
+        "EARWITNESS_DATABASE_URL": url,
+        "EARWITNESS_MQTT__HOST": "broker",
+        "EARWITNESS_INGST__GROUP": "g",  # typo
+        "EARWITNESS_MODEL_DIR": "/models",  # read directly, not a setting
+        "EARWITNESS_EDGE_DEVICE__ID": "d1",  # the edge's, not the cloud's
+        "EARWITNESS_EDGE_DEVCE__ID": "d1",  # typo
+        "EARWITNESS_EDGE_RUNTIME__DETECTION__MIN_WINDOWS": "2",
+        "OTHER": "x",
+    }
+    assert unknown_environment(CloudSettings, environ) == ["EARWITNESS_INGST__GROUP"]
+    assert unknown_environment(EdgeSettings, environ) == ["EARWITNESS_EDGE_DEVCE__ID"]
+
+
+def test_edge_validate_config_checks_that_files_exist(tmp_path: Path) -> None:
+    config = tmp_path / "edge.yaml"
+    config.write_text(
+        f"device: {{id: d1, site: s1}}\nsource: {{kind: file, path: {tmp_path / 'nope'}}}\n"
+    )
+    missing = run("edge", "--config", str(config), "--validate-config")
+    assert missing.returncode == 2
+    assert f"source.path: {tmp_path / 'nope'} does not exist" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) <= 2, missing.stderr
+    (tmp_path / "nope").mkdir()
+    shutil.copy(next(ESC50.glob("*.flac")), tmp_path / "nope")
+    ok = run("edge", "--config", str(config), "--validate-config")
+    assert ok.returncode == 0 and "configuration OK" in ok.stdout, ok.stderr
+
+
+def test_no_delegate_banner_on_stderr() -> None:
+    """Every command that loaded a model printed the TFLite runtime's INFO line."""
+    clip = next(ESC50.glob("*.flac"))
+    result = run("classify", str(clip))
+    assert result.returncode == 0, result.stderr
+    assert "XNNPACK" not in result.stderr and result.stderr.strip() == ""
