@@ -190,7 +190,8 @@ def replay(blas_threads: int = 1) -> None:
         f"replay as fast as possible: {seconds:.0f} s of audio (256 ESC-50 files) in"
         f" {wall:.2f} s wall incl. start-up = {seconds / wall:.0f}x real time;"
         f" {published} inference messages written and published, {blas_threads} BLAS"
-        f" thread(s): {wall / max(published, 1) * 1000:.2f} ms per window (rc {proc.returncode})"
+        f" thread(s): {wall / max(published, 1) * 1000:.2f} ms per window (exit {proc.returncode}:"
+        f" 1 = not all acknowledged yet, as asked by --drain-timeout 0)"
     )
 
 
