@@ -416,3 +416,20 @@ def register(sub: Any) -> None:
     p.add_argument("--batch", type=int, default=5000, help="prune: rows per delete")
     _common(p)
     p.set_defaults(handler=_cmd_db)
+
+
+def explain_error(exc: BaseException, args: argparse.Namespace) -> str | None:
+    """A short message for a failure of the cloud's dependencies (database, ports), or
+    None. Looks along the exception's causes: alembic and SQLAlchemy wrap the driver's."""
+    import os
+
+    from earwitness.cloud.db.explain import explain
+
+    url = getattr(args, "database_url", None) or os.environ.get("EARWITNESS_DATABASE_URL")
+    seen: BaseException | None = exc
+    while seen is not None:
+        message = explain(seen, url)
+        if message:
+            return message
+        seen = seen.__cause__ or seen.__context__
+    return None

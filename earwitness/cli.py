@@ -18,7 +18,7 @@ from earwitness.cloud.heads import cli as heads_cli
 from earwitness.edge import cli as edge_cli
 from earwitness.shared import __version__
 from earwitness.shared import cli as shared_cli
-from earwitness.shared.errors import EXIT_USAGE, EarwitnessError
+from earwitness.shared.errors import EXIT_FAILED, EXIT_USAGE, EarwitnessError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -81,6 +81,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # A database or port the operator can fix: two lines, no traceback (-v keeps it).
+        message = None if args.verbose else cloud_cli.explain_error(exc, args)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -133,6 +133,8 @@ class MqttConnection:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_connect_fail = self._on_connect_fail
+        self._failed_attempts = 0
 
     def _jitter_backoff(self) -> None:
         # paho doubles the delay from min to max; a random min spreads a fleet's reconnects
@@ -195,9 +197,31 @@ class MqttConnection:
         log.info(
             "MQTT %s connected to %s:%s", self.client_id, self.settings.host, self.settings.port
         )
+        self._failed_attempts = 0
         self.connected.set()
         if self.on_connect:
             self.on_connect(self)
+
+    def next_retry_s(self) -> float:
+        """The wait paho is about to take before the next attempt (it doubles from the
+        minimum to the maximum; read from its state, which it updates right after)."""
+        current = getattr(self.client, "_reconnect_delay", None)
+        low = float(getattr(self.client, "_reconnect_min_delay", self.settings.reconnect_min_s))
+        high = float(getattr(self.client, "_reconnect_max_delay", self.settings.reconnect_max_s))
+        return low if current is None else min(2.0 * float(current), high)
+
+    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        # Without this an unreachable broker was silent: nothing in the log for 22 s.
+        self._failed_attempts += 1
+        log.warning(
+            "MQTT %s: cannot reach %s:%s%s (attempt %d); next try in about %.0f s",
+            self.client_id,
+            self.settings.host,
+            self.settings.port,
+            " over TLS" if self.settings.tls else "",
+            self._failed_attempts,
+            self.next_retry_s(),
+        )
 
     def _on_disconnect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any
@@ -205,7 +229,14 @@ class MqttConnection:
         self.connected.clear()
         self._jitter_backoff()
         if reason is not None and getattr(reason, "is_failure", False):
-            log.warning("MQTT %s disconnected: %s", self.client_id, reason)
+            log.warning(
+                "MQTT %s disconnected from %s:%s: %s; reconnecting in about %.0f s",
+                self.client_id,
+                self.settings.host,
+                self.settings.port,
+                reason,
+                self.next_retry_s(),
+            )
         if self.on_disconnect:
             self.on_disconnect(self)
 

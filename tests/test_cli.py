@@ -177,3 +177,39 @@ def test_no_delegate_banner_on_stderr() -> None:
     result = run("classify", str(clip))
     assert result.returncode == 0, result.stderr
     assert "XNNPACK" not in result.stderr and result.stderr.strip() == ""
+
+
+@pytest.mark.parametrize(
+    ("url", "first", "hint"),
+    [
+        ("mysql://root@127.0.0.1/test", "mysql:// needs the MySQLdb driver", "mysql+pymysql://"),
+        (
+            "mysql+pymysql://root@127.0.0.1/ew_no_such_db",
+            "Unknown database 'ew_no_such_db'",
+            "CREATE DATABASE",
+        ),
+        (
+            "mysql+pymysql://root:wrong-password@127.0.0.1/test",
+            "root:***@127.0.0.1/test: Access denied",
+            "check the user and password",
+        ),
+        (
+            "mysql+pymysql://root@127.0.0.1:1/test",
+            "Can't connect to MySQL server",
+            "is the server running",
+        ),
+        ("not a url", "database URL 'not a url' cannot be parsed", "mysql+pymysql://USER"),
+    ],
+    ids=["mysql-without-driver", "unknown-database", "wrong-password", "refused", "unparseable"],
+)
+def test_database_errors_are_two_lines_without_traceback(url: str, first: str, hint: str) -> None:
+    from tests.services import require
+
+    require("127.0.0.1", 3306, "MariaDB")
+    for command in (("db", "upgrade"), ("db", "current"), ("tokens", "create", "probe")):
+        result = run(*command, "--database-url", url)
+        lines = [line for line in result.stderr.splitlines() if " INFO " not in line]
+        assert result.returncode == 1, (command, result.stderr[-1500:])
+        assert "Traceback" not in result.stderr, (command, result.stderr[-1500:])
+        assert len(lines) == 2 and first in lines[0] and hint in lines[1], (command, lines)
+        assert "wrong-password" not in result.stderr  # the password is never printed
