@@ -176,7 +176,7 @@ class EdgeAgent(Service):
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
-        self._t0 = datetime.now(UTC)
+        self._t0 = datetime.now(UTC) - timedelta(seconds=self._replay_lead_s())
         self._capture.start()
         self._inference.start()
         self.publisher.start()
@@ -286,6 +286,16 @@ class EdgeAgent(Service):
             for c, v in zip(head.classes, head.scores(features)[0], strict=True):
                 scores[c] = round(float(v), 4)
         return scores
+
+    def _replay_lead_s(self) -> float:
+        """How far back the stream's clock starts. A file replayed faster than real time
+        would otherwise stamp its windows in the future (an hour replayed in ten seconds
+        ends an hour ahead); started that much in the past, every window starts before it
+        is processed and the spacing between windows stays true. Live sources: 0."""
+        if getattr(self.source, "live", True):
+            return 0.0
+        duration = getattr(self.source, "duration_s", None)
+        return float(duration) if duration else 0.0
 
     # -- per window -----------------------------------------------------------------------
     def _time_at(self, position: int) -> datetime:

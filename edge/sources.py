@@ -55,6 +55,22 @@ class FileSource:
         self.live = realtime and speed <= 1.0
         self.skipped: list[str] = []
 
+    @property
+    def duration_s(self) -> float | None:
+        """Seconds of audio in one pass over the files (None when looping forever);
+        from the file headers, without decoding."""
+        if self.loop:
+            return None
+        import soundfile as sf
+
+        total = 0.0
+        for path in self.files:
+            try:
+                total += float(sf.info(str(path)).duration)
+            except (RuntimeError, sf.LibsndfileError):  # unreadable: skipped when played
+                continue
+        return total
+
     def chunks(self, stop: threading.Event) -> Iterator[Waveform]:
         t0 = time.monotonic()
         emitted = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,58 @@ def load(path: str | Path) -> Waveform:
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         raise AudioError(source, f"not a readable audio file ({exc})") from exc
     return prepare(data, int(rate), source)
+
+
+def duration_s(path: str | Path) -> float | None:
+    """Length from the file's header (no decoding); None when it cannot be read."""
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        return None
+    return float(info.frames) / float(info.samplerate) if info.samplerate else None
+
+
+STREAM_BLOCK_S = 30.0  # decoded at a time when streaming: ~2 MB of 16 kHz float32
+
+
+def stream(path: str | Path, block_s: float = STREAM_BLOCK_S) -> Iterator[Waveform]:
+    """Decode a long file block by block into 16 kHz mono float32, in bounded memory.
+    At 16 kHz the blocks join into exactly what ``load`` returns; other rates go through
+    soxr's streaming resampler (the same filter, state kept across blocks)."""
+    source = str(path)
+    try:
+        handle = sf.SoundFile(source)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise AudioError(source, f"not a readable audio file ({exc})") from exc
+    with handle:
+        rate = int(handle.samplerate)
+        if rate <= 0:
+            raise AudioError(source, f"invalid sample rate {rate}")
+        resampler = (
+            None
+            if rate == SAMPLE_RATE
+            else soxr.ResampleStream(
+                rate, SAMPLE_RATE, 1, dtype="float32", quality=RESAMPLE_QUALITY
+            )
+        )
+        produced = 0
+        for block in handle.blocks(
+            blocksize=max(1, int(rate * block_s)), dtype="float32", always_2d=True
+        ):
+            mono = to_mono(block, source)
+            check_finite(mono, source)
+            if resampler is not None:
+                mono = np.asarray(resampler.resample_chunk(mono), dtype=np.float32)
+            produced += mono.size
+            yield mono
+        if resampler is not None:
+            tail = np.asarray(
+                resampler.resample_chunk(np.zeros(0, np.float32), last=True), dtype=np.float32
+            )
+            produced += tail.size
+            yield tail
+        if produced == 0:
+            raise AudioError(source, "audio is empty (0 samples)")
 
 
 def decode_bytes(blob: bytes, source: str = "<bytes>") -> Waveform:

@@ -24,7 +24,14 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from earwitness.shared import audio, synth
-    from earwitness.shared.classify import FileResult, classify_waveform, iter_decoded
+    from earwitness.shared.classify import (
+        LONG_FILE_S,
+        FileResult,
+        LongFile,
+        classify_stream,
+        classify_waveform,
+        iter_decoded,
+    )
     from earwitness.shared.labels import ClassMap
     from earwitness.shared.model_registry import CLASS_MAP, get_spec, locate
     from earwitness.shared.runner import YamnetModel
@@ -54,8 +61,33 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     bar = tqdm(
         total=len(files), unit="file", disable=None if len(files) > 1 else True, file=sys.stderr
     )
-    for path, decoded in iter_decoded(files, args.decode_threads):
+    for path, decoded in iter_decoded(files, args.decode_threads, LONG_FILE_S):
         bar.update(1)
+        if isinstance(decoded, LongFile):
+            try:
+                with tqdm(
+                    total=round(decoded.seconds),
+                    unit="s",
+                    desc=path.name[:40],
+                    disable=None,
+                    file=sys.stderr,
+                    leave=False,
+                ) as seconds:
+                    results.append(
+                        classify_stream(
+                            model,
+                            class_map,
+                            audio.stream(path),
+                            str(path),
+                            args.top,
+                            head,
+                            on_progress=seconds.update,
+                        )
+                    )
+            except EarwitnessError as exc:
+                results.append(FileResult(path=str(path), duration_s=0.0, error=str(exc)))
+                bar.write(f"error: {exc}", file=sys.stderr)
+            continue
         if isinstance(decoded, EarwitnessError):
             results.append(FileResult(path=str(path), duration_s=0.0, error=str(decoded)))
             bar.write(f"error: {decoded}", file=sys.stderr)

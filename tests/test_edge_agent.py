@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import time
 from pathlib import Path
@@ -92,6 +93,11 @@ def test_replay_esc50_clip_gives_events_inferences_and_a_clip(
     events = [m for m in decoded if isinstance(m, EventMessage)]
     clips = [m for m in decoded if isinstance(m, ClipMessage)]
     assert len(inferences) == 10  # 5 s -> 10 windows, every one published
+    # Replayed as fast as possible, yet no window starts after it was processed (the
+    # message's ts), and the windows keep their true 0.48 s spacing.
+    assert all(m.window_start <= m.ts for m in inferences)
+    starts = sorted(m.window_start for m in inferences)
+    assert {round((b - a).total_seconds(), 3) for a, b in itertools.pairwise(starts)} == {0.48}
     assert all(m.location is not None and m.model.startswith("yamnet-int8@") for m in inferences)
     assert {e.group for e in events} == {group}
     assert events[0].phase == "start" and events[-1].phase == "end"
