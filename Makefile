@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= edge,cloud,demo,dev
+EXTRAS ?= edge,mic,cloud,demo,dev
 # Tests and the local run read models from the data folder beside the checkout when it
 # exists; otherwise the product downloads them (by URL and sha256) into the XDG cache.
 SHARED_MODELS := $(abspath ../shared/models)

@@ -52,4 +52,4 @@ install -d -m 0500 -o 10001 -g 10001 /etc/earwitness-device
 sed -n 's/^password=//p' "$credential" | install -m 0400 -o 10001 -g 10001 /dev/stdin /etc/earwitness-device/mqtt-password
 install -m 0444 "$ca" /etc/earwitness-device/ca.crt
 echo "credential installed in /etc/earwitness-device (this node only); delete $credential"
-echo "node $node joined; add it to k8s/overlays/edge-jetson/devices.yaml (site, location)"
+echo "node $node joined; add it to k8s/edge/overlays/jetson/devices.yaml (site, location)"

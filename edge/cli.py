@@ -85,6 +85,10 @@ def _check_files(cfg: Any) -> None:
     for setting, path in (
         ("model.groups_file", cfg.model.groups_file),
         ("model.dir", cfg.model.dir),
+        ("mqtt.password_file", cfg.mqtt.password_file),
+        ("mqtt.ca_file", cfg.mqtt.ca_file),
+        ("mqtt.cert_file", cfg.mqtt.cert_file),
+        ("mqtt.key_file", cfg.mqtt.key_file),
     ):
         if path is not None and not Path(path).exists():
             raise ConfigError(f"{setting}: {path} does not exist")
