@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,30 @@ def _migrated_engine(settings: Any) -> Any:
     return engine
 
 
+@contextmanager
+def _health_endpoint(args: argparse.Namespace, service: Any, prefix: str) -> Iterator[None]:
+    """/healthz and /metrics for a service that has no port of its own (second opinion,
+    alerts), so compose and Kubernetes probe the service itself, not the process list."""
+    from earwitness.shared.metrics import HealthServer, Registry
+
+    if not args.health_port:
+        yield
+        return
+    server = HealthServer(args.health_host, args.health_port, Registry(prefix), service.health)
+    server.start()
+    try:
+        yield
+    finally:
+        server.stop()
+
+
+def _health_args(p: argparse.ArgumentParser, port: int) -> None:
+    p.add_argument("--health-host", default="127.0.0.1", help="/healthz address (0.0.0.0 in a pod)")
+    p.add_argument(
+        "--health-port", type=int, default=port, help=f"/healthz port (default {port}; 0: off)"
+    )
+
+
 def _cmd_ingest(args: argparse.Namespace) -> int:
     from earwitness.cloud.clipstore import open_store
     from earwitness.cloud.ingest.consumer import IngestService
@@ -79,7 +105,7 @@ def _cmd_alerts(args: argparse.Namespace) -> int:
         return 0
     engine = _migrated_engine(settings)
     stop = stop_on_signals()
-    with AlertService(settings, engine):
+    with AlertService(settings, engine) as service, _health_endpoint(args, service, "alerts"):
         stop.wait()
     return 0
 
@@ -202,7 +228,10 @@ def _cmd_second_opinion(args: argparse.Namespace) -> int:
         print(f"processed {worker.processed}, failed {worker.failed}")
         return 0
     stop = stop_on_signals()
-    with SecondOpinionService(worker):
+    with (
+        SecondOpinionService(worker) as service,
+        _health_endpoint(args, service, "second_opinion"),
+    ):
         stop.wait()
     return 0
 
@@ -340,11 +369,13 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("alerts", help="correlation rules over detections; alerts, notifications")
     _common(p)
+    _health_args(p, 9104)
     p.add_argument("--validate-config", action="store_true", help="check settings and exit")
     p.set_defaults(handler=_cmd_alerts)
 
     p = sub.add_parser("second-opinion", help="re-score stored clips with another model")
     _common(p)
+    _health_args(p, 9103)
     p.add_argument("--backends", default="yamnet-reference", help="comma-separated")
     p.add_argument("--model-dir", type=Path, default=None)
     p.add_argument("--lease", type=float, default=60.0, help="seconds a claim is held")

@@ -213,3 +213,44 @@ def test_database_errors_are_two_lines_without_traceback(url: str, first: str, h
         assert "Traceback" not in result.stderr, (command, result.stderr[-1500:])
         assert len(lines) == 2 and first in lines[0] and hint in lines[1], (command, lines)
         assert "wrong-password" not in result.stderr  # the password is never printed
+
+
+@pytest.mark.parametrize("service", ["second-opinion", "alerts"])
+def test_services_without_a_port_of_their_own_serve_healthz(service: str, tmp_path: Path) -> None:
+    import signal
+    import time
+    import urllib.request
+
+    from tests.services import free_port
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    assert run("db", "upgrade", "--database-url", url).returncode == 0
+    config = tmp_path / "cloud.yaml"
+    config.write_text(
+        "alerts:\n  mqtt: false\n  rules:\n"
+        "    - {name: gunshot, any_of: [{label: 'Gunshot, gunfire'}]}\n"
+    )
+    port = free_port()
+    args = ["--backends", "yamnet-reference", "--model-dir", str(MODELS)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "earwitness", service, "--database-url", url]
+        + ["--config", str(config), "--health-port", str(port)]
+        + (args if service == "second-opinion" else []),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "EARWITNESS_MODEL_DIR": str(MODELS)},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        body = None
+        while body is None and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    body = json.loads(r.read())
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                time.sleep(0.3)
+        assert body is not None and body["ok"] is True, body
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)

@@ -410,3 +410,10 @@ def test_systemd_unit_runs_the_agent_hardened() -> None:
             timeout=60,
         )
         assert "Unknown key" not in proc.stderr and "Invalid" not in proc.stderr, proc.stderr
+
+
+def test_no_probe_depends_on_tools_the_images_lack() -> None:
+    """The cloud image has curl, not procps: probes call each service's /healthz."""
+    texts = [(REPO / "docker-compose.yml").read_text()]
+    texts += [p.read_text() for p in (REPO / "k8s").rglob("*.yaml")]
+    assert not any("pgrep" in t for t in texts)
