@@ -34,6 +34,9 @@ CREATE INDEX IF NOT EXISTS ix_outbox_sent ON outbox (sent);
 """
 
 
+MAX_BACKOFF_DOUBLINGS = 5  # an overdue row waits at most 32 x ack_timeout_s between sends
+
+
 @dataclass(frozen=True)
 class Row:
     seq: int
@@ -189,20 +192,33 @@ class Outbox:
             return [Row(*r) for r in self._db.execute(query, params)]
 
     def overdue(self, limit: int, ack_timeout_s: float) -> list[Row]:
-        """Rows sent longer than ``ack_timeout_s`` ago and still not acknowledged."""
-        return self._rows_where("sent IS NOT NULL AND sent < ?", ack_timeout_s, limit)
+        """Rows still unacknowledged ``ack_timeout_s`` after they were sent, doubling
+        the wait with each attempt (``MAX_BACKOFF_DOUBLINGS`` times at most): a cloud that is slow,
+        not gone, is not sent every row again and again."""
+        return self._rows_where(
+            "sent IS NOT NULL AND sent < ? - ? * "
+            f"(CASE WHEN attempts > {MAX_BACKOFF_DOUBLINGS} THEN {2**MAX_BACKOFF_DOUBLINGS}"
+            " ELSE (1 << MAX(attempts - 1, 0)) END)",
+            ack_timeout_s,
+            limit,
+            backoff=True,
+        )
 
     def due(self, limit: int, ack_timeout_s: float) -> list[Row]:
         """Unsent rows and rows whose acknowledgement is overdue, oldest first."""
         return self._rows_where("sent IS NULL OR sent < ?", ack_timeout_s, limit)
 
-    def _rows_where(self, condition: str, ack_timeout_s: float, limit: int) -> list[Row]:
+    def _rows_where(
+        self, condition: str, ack_timeout_s: float, limit: int, backoff: bool = False
+    ) -> list[Row]:
         query = (
             "SELECT seq, kind, topic, payload, created FROM outbox "
             f"WHERE {condition} ORDER BY seq LIMIT ?"  # condition: constants above, never input
         )
+        now = time.time()
+        args = (now, ack_timeout_s, limit) if backoff else (now - ack_timeout_s, limit)
         with self._lock:
-            return [Row(*r) for r in self._db.execute(query, (time.time() - ack_timeout_s, limit))]
+            return [Row(*r) for r in self._db.execute(query, args)]
 
     def mark_sent(self, seqs: list[int]) -> None:
         if not seqs:

@@ -3,6 +3,12 @@
 Live messages (created in the last few seconds) go out first; the backlog left by an
 outage drains in seq order at ``drain_rate`` so a reconnecting device neither floods its
 uplink nor delays what it hears now.
+
+Resending is paced by acknowledgement progress, not by the clock alone: at most
+``ACK_WINDOW`` backlog rows are in flight unacknowledged, and overdue rows are sent again
+only while acknowledgements have stopped moving (a cloud working through a backlog is
+slow, not gone), with the wait doubling per attempt (``Outbox.overdue``). After an outage
+a fleet sent every row about twice while the broker redelivered its own queued copies.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from earwitness.shared.mqtt import MqttConnection, Will
 log = logging.getLogger(__name__)
 
 BATCH = 500
+ACK_WINDOW = 2000  # backlog rows sent and not yet acknowledged (one ingest batch)
 
 
 class Publisher:
@@ -49,6 +56,9 @@ class Publisher:
         self.sent = 0
         self.acks = 0
         self._reconnected = threading.Event()
+        self.in_flight = 0  # rows sent on this connection and not yet acknowledged
+        self._ack_progress = time.monotonic()  # when the ack watermark last moved
+        self.resends_held = 0  # overdue resends skipped while acks were moving
         will = Will(
             topics.topic(site, device, topics.Kind.STATUS), encode(status("offline")), 1, True
         )
@@ -107,6 +117,8 @@ class Publisher:
             deleted = self.outbox.ack(ack.epoch, ack.seq)
             self.acks += 1
             if deleted:
+                self._ack_progress = time.monotonic()
+                self.in_flight = max(0, self.in_flight - deleted)
                 log.debug("ack %s: %d messages confirmed", ack.seq, deleted)
         elif kind == topics.Downlink.CONFIG and msg.payload:
             self._on_config(bytes(msg.payload))
@@ -129,6 +141,8 @@ class Publisher:
                 self._reconnected.clear()
                 backlog_after = self.outbox.acked_seq
                 backlog_upto = live_after = self.outbox.last_seq
+                self.in_flight = 0
+                self._ack_progress = time.monotonic()
             now = time.monotonic()
             if self.drain_rate > 0:
                 tokens = min(self.drain_rate, tokens + (now - last) * self.drain_rate)
@@ -136,24 +150,28 @@ class Publisher:
             busy = False
             live = self.outbox.rows_after(live_after, BATCH)
             if live:
-                live_after = max(live_after, self._send(live))
+                live_after = max(live_after, self._send(live, new=True))
                 busy = len(live) == BATCH
             if backlog_after < backlog_upto:
                 limit = BATCH if self.drain_rate <= 0 else min(BATCH, int(tokens))
+                limit = min(limit, ACK_WINDOW - self.in_flight)  # wait for acks to move
                 if limit > 0:
                     rows = self.outbox.rows_after(backlog_after, limit, upto=backlog_upto)
                     if rows:
-                        backlog_after = max(backlog_after, self._send(rows))
+                        backlog_after = max(backlog_after, self._send(rows, new=True))
                         tokens -= len(rows)
                     else:
                         backlog_after = backlog_upto
                 busy = busy or backlog_after < backlog_upto
             if now >= next_expiry_check:
                 next_expiry_check = now + min(1.0, self.ack_timeout_s / 4)
-                overdue = self.outbox.overdue(BATCH, self.ack_timeout_s)
-                if overdue:
-                    self._send(overdue)
-                    busy = True
+                if now - self._ack_progress < self.ack_timeout_s:
+                    self.resends_held += 1  # acks are moving: the cloud is catching up
+                else:
+                    overdue = self.outbox.overdue(BATCH, self.ack_timeout_s)
+                    if overdue:
+                        self._send(overdue)
+                        busy = True
             if not busy:
                 # Let messages gather for a few ms: one outbox query and one mark_sent
                 # per batch instead of one per message.
@@ -161,8 +179,9 @@ class Publisher:
                 self.outbox.new_message.clear()
                 self._stop.wait(0.01)
 
-    def _send(self, rows: list[Row]) -> int:
-        """Publish rows in order until one fails; returns the last seq handed to MQTT."""
+    def _send(self, rows: list[Row], new: bool = False) -> int:
+        """Publish rows in order until one fails; returns the last seq handed to MQTT.
+        ``new``: first sends on this connection, which count against ``ACK_WINDOW``."""
         done: list[int] = []
         for row in rows:
             if not self.connected:
@@ -174,4 +193,6 @@ class Publisher:
         if done:
             self.outbox.mark_sent(done)
             self.sent += len(done)
+            if new:
+                self.in_flight += len(done)
         return done[-1] if done else -1
