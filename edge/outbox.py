@@ -34,6 +34,7 @@ CREATE INDEX IF NOT EXISTS ix_outbox_sent ON outbox (sent);
 """
 
 
+SEQ_BLOCK = 1000  # seqs reserved per durable write (one fsync per 1,000 messages)
 MAX_BACKOFF_DOUBLINGS = 5  # an overdue row waits at most 32 x ack_timeout_s between sends
 
 
@@ -71,13 +72,21 @@ class Outbox:
         self._db.executescript(SCHEMA)
         self.epoch = self._meta("epoch") or self._init_epoch()
         highest = self._db.execute("SELECT MAX(seq) FROM outbox").fetchone()[0]
+        # Seqs are reserved in durable blocks: a power cut may take the newest rows (and
+        # their delivery) with it, but never the reservation, so a seq the cloud may
+        # already hold is not issued again with the same message id. The seqs of a block
+        # left unused after a crash are a gap the heartbeat's outbox_min_seq closes.
+        self._reserved_upto = int(self._meta("reserved_upto") or -1)
         self._next_seq = (
             max(
                 -1 if highest is None else int(highest),
                 int(self._meta("deleted_upto") or -1),
+                self._reserved_upto,
             )
             + 1
         )
+        # After a clean close the reservation ends at the last seq used: no gap.
+        self._reserved_upto = self._next_seq - 1
         self.acked_seq = int(self._meta("acked_seq") or -1)
         # The highest seq ever handed to MQTT: rows keep their sent time until acknowledged,
         # and everything at or below acked_seq was sent before it was acknowledged.
@@ -110,6 +119,8 @@ class Outbox:
         """Assign the next seq, build the payload with it and store it, atomically."""
         with self._lock:
             seq = self._next_seq
+            if seq > self._reserved_upto:
+                self._reserve_locked(seq + SEQ_BLOCK - 1)
             payload = build(seq)
             # One INSERT, its own transaction. The next seq is derived on open from the
             # highest seq present or ever deleted, so no second write per message.
@@ -125,6 +136,16 @@ class Outbox:
                 self._drop_oldest_locked()
         self.new_message.set()
         return seq
+
+    def _reserve_locked(self, upto: int) -> None:
+        """Durably (fsync, whatever the connection's synchronous level) record that seqs
+        up to ``upto`` may be in use."""
+        self._db.execute("PRAGMA synchronous=FULL")
+        try:
+            self._set_meta("reserved_upto", upto)
+        finally:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        self._reserved_upto = upto
 
     def _drop_oldest_locked(self) -> None:
         target = int(self.max_bytes * 0.9)  # drop a little extra so we do not churn per row
@@ -287,4 +308,6 @@ class Outbox:
 
     def close(self) -> None:
         with self._lock:
+            # A clean stop: the next run starts right after the last seq used.
+            self._set_meta("reserved_upto", self._next_seq - 1)
             self._db.close()

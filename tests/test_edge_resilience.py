@@ -18,6 +18,7 @@ from earwitness.cloud.db.engine import make_engine
 from earwitness.cloud.db.migrate import upgrade
 from earwitness.cloud.db.models import AckWatermark, Clip, Event, Heartbeat, Inference
 from earwitness.edge.agent import EdgeAgent
+from earwitness.edge.outbox import SEQ_BLOCK
 from tests.conftest import ESC50, MODELS
 from tests.edge_helpers import ArraySource, edge_config, noise
 from tests.ingest_helpers import ingest_settings, running_ingest, wait_for
@@ -143,6 +144,14 @@ def test_sigkilled_agent_keeps_its_outbox(tmp_path: Path) -> None:
                 lambda: watermark(engine) >= before - 1,
                 timeout=30,
                 what="watermark past the pre-kill messages",
+            )
+            # The killed run's unused seq reservation is a gap (the new run starts at
+            # the next block); the heartbeat's outbox_min_seq closes it, so the
+            # acknowledgements move on past it and the outbox drains.
+            wait_for(
+                lambda: watermark(engine) >= SEQ_BLOCK,
+                timeout=30,
+                what="watermark past the reservation gap",
             )
             proc.send_signal(signal.SIGTERM)
             proc.wait(10)

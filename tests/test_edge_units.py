@@ -320,3 +320,33 @@ def test_file_replay_at_n_times_real_time(tmp_path: Path, speed: float) -> None:
     assert total == 4 * 16000
     assert 0.8 * 4 / speed <= elapsed < 4 / speed + 1.0
     assert FileSource(tmp_path / "a.wav", True, False, 100).live is True
+
+
+def test_outbox_never_reissues_a_seq_after_its_newest_rows_are_lost(tmp_path: Path) -> None:
+    """A power cut with synchronous=NORMAL may lose the newest rows after they were
+    delivered; their seqs (and message ids) must not be issued again."""
+    import shutil
+    import sqlite3
+
+    path = tmp_path / "o.db"
+    box = Outbox(path, 10 * 2**20, 3600)
+    for _ in range(10):
+        box.append("inference", "t", lambda seq: b"x")
+    # Copy the files as a crash would leave them (no clean close), then lose rows 5-9.
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    for f in tmp_path.glob("o.db*"):
+        shutil.copy(f, crashed / f.name)
+    box.close()
+    db = sqlite3.connect(crashed / "o.db")
+    db.execute("DELETE FROM outbox WHERE seq >= 5")
+    db.commit()
+    db.close()
+    after_crash = Outbox(crashed / "o.db", 10 * 2**20, 3600)
+    seq = after_crash.append("inference", "t", lambda seq: b"y")
+    assert seq >= 10, "seq 5-9 may be stored in the cloud already"
+    assert seq == 1000  # the next block: the gap 10-999 is closed by outbox_min_seq
+    after_crash.close()
+    clean = Outbox(path, 10 * 2**20, 3600)  # a clean close: no gap
+    assert clean.append("inference", "t", lambda seq: b"z") == 10
+    clean.close()
