@@ -133,13 +133,14 @@ def latest_detections(
     return out
 
 
-def _detection_conditions(session: Session, f: Filters, min_score: float) -> list[Any]:
-    """What makes an inference a detection on the map: located, in a label group above the
-    score threshold, inside the filters."""
+def _detection_conditions(
+    session: Session, f: Filters, min_score: float, located: bool = True
+) -> list[Any]:
+    """What makes an inference a detection: in a label group above the score threshold,
+    inside the filters, and (on the map, ``located``) with a location."""
     conditions = [
         Inference.window_start >= f.start,
         Inference.window_start < f.end,
-        Inference.lat.is_not(None),
         Inference.top_group.is_not(None),
         Inference.top_group_score >= (f.min_score if f.min_score is not None else min_score),
     ]
@@ -151,6 +152,8 @@ def _detection_conditions(session: Session, f: Filters, min_score: float) -> lis
         conditions.append(same_text(session, Inference.label, f.label))
     if f.custom:
         conditions.append(Inference.custom_label == f.custom)
+    if located:
+        conditions.append(Inference.lat.is_not(None))
     return conditions
 
 
@@ -298,18 +301,7 @@ def activity(
     at most buckets x groups (x devices) rows whatever the row count."""
     assert f.start is not None
     bucket = time_bucket(session, Inference.window_start, f.start, bucket_s).label("bucket")
-    conditions = [
-        Inference.window_start >= f.start,
-        Inference.window_start < f.end,
-        Inference.top_group.is_not(None),
-        Inference.top_group_score >= (f.min_score if f.min_score is not None else min_score),
-    ]
-    if f.device:
-        conditions.append(Inference.device_id == f.device)
-    if f.group:
-        conditions.append(Inference.top_group == f.group)
-    if f.label:
-        conditions.append(same_text(session, Inference.label, f.label))
+    conditions = _detection_conditions(session, f, min_score, located=False)
     keys: list[Any] = [bucket, Inference.top_group]
     if per_device:
         keys.append(Inference.device_id)
