@@ -24,9 +24,7 @@ import tempfile
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -41,9 +39,10 @@ from earwitness.cloud.db.migrate import upgrade
 from earwitness.cloud.settings import CloudSettings
 from earwitness.shared.messages import EventMessage, encode
 from earwitness.shared.topics import Kind
+from tests.alert_helpers import WEBHOOK_SECRET, WebhookReceiver
 from tests.factories import Device
 from tests.ingest_helpers import Publisher, ingest_settings, running_ingest
-from tests.services import MQTT_HOST, MQTT_PORT, free_port, mariadb_database, unique
+from tests.services import MQTT_HOST, MQTT_PORT, mariadb_database, unique
 
 M_PER_DEG_LAT = 111_195.0
 PAIR_GAP_M = 100.0  # the two devices of a pair: neighbours for the 150 m rule
@@ -110,34 +109,13 @@ def bench_engine(n_events: int, n_devices: int) -> None:
 
 
 # -- latency -----------------------------------------------------------------------------
-class Receiver:
-    """The webhook: records when each alert arrived, keyed by its newest evidence."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.arrived: dict[tuple[str, str], float] = {}
-        self.requests = 0
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                now = time.time()
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                receiver.requests += 1
-                last = max(body["evidence"], key=lambda e: e["at"])
-                receiver.arrived.setdefault((last["device"], last["label"]), now)
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+def arrivals(receiver: WebhookReceiver) -> dict[tuple[str, str], float]:
+    """When each alert first arrived, keyed by its newest evidence (device, label)."""
+    first: dict[tuple[str, str], float] = {}
+    for (_headers, body), at in zip(receiver.requests, receiver.arrived_at, strict=False):
+        last = max(json.loads(body)["evidence"], key=lambda e: e["at"])
+        first.setdefault((last["device"], last["label"]), at)
+    return first
 
 
 def event_message(dev: Device, seq: int, label: str, at: datetime, score: float) -> bytes:
@@ -170,7 +148,8 @@ def bench_latency(n_devices: int, n_incidents: int) -> None:
             seqs[dev.device] += 1
             return seqs[dev.device]
 
-    receiver = Receiver()
+    receiver = WebhookReceiver()
+    receiver.start()
     publisher = Publisher()
     stop = threading.Event()
     published: dict[tuple[str, str], float] = {}
@@ -207,8 +186,8 @@ def bench_latency(n_devices: int, n_incidents: int) -> None:
                 "webhooks": [
                     {
                         "name": "ops",
-                        "url": f"http://127.0.0.1:{receiver.port}/hook",
-                        "secret": "bench-secret",
+                        "url": receiver.url,
+                        "secret": WEBHOOK_SECRET,
                     }
                 ],
                 "mqtt": False,
@@ -242,7 +221,7 @@ def bench_latency(n_devices: int, n_incidents: int) -> None:
                 if (k + 1) % 10 == 0:
                     print(f"  {k + 1}/{n_incidents} incidents sent", flush=True)
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and not published.keys() <= receiver.arrived.keys():
+            while time.monotonic() < deadline and not published.keys() <= arrivals(receiver).keys():
                 time.sleep(0.1)
             stop.set()
             feeder.join(5)
@@ -250,13 +229,14 @@ def bench_latency(n_devices: int, n_incidents: int) -> None:
             alerts.stop()
         engine.dispose()
     publisher.close()
-    receiver.close()
+    receiver.stop()
 
-    latencies = [receiver.arrived[k] - t for k, t in published.items() if k in receiver.arrived]
+    arrived = arrivals(receiver)
+    latencies = [arrived[k] - t for k, t in published.items() if k in arrived]
     missing = len(published) - len(latencies)
     sent = sum(seqs.values())
     print(
-        f"  {sent:,} messages published, {receiver.requests} webhook requests, "
+        f"  {sent:,} messages published, {len(receiver.requests)} webhook requests, "
         f"{len(latencies)}/{len(published)} incidents alerted, {missing} missing"
     )
     if latencies:

@@ -26,6 +26,8 @@ class WebhookReceiver:
     def __init__(self) -> None:
         self.port = free_port()
         self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.arrived_at: list[float] = []  # time.time() of each request, in step with requests
+        self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
     @property
@@ -38,7 +40,9 @@ class WebhookReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                receiver.requests.append((dict(self.headers), body))
+                with receiver._lock:
+                    receiver.arrived_at.append(time.time())
+                    receiver.requests.append((dict(self.headers), body))
                 self.send_response(204)
                 self.end_headers()
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from earwitness.cloud.heads.dataset import Example, group_folds, read_dataset
+from earwitness.edge.config import EdgeSettings
 from tests.conftest import SHARED
 
 DISTRESS = SHARED / "audio" / "distress"
@@ -47,3 +48,20 @@ def write_subset(examples: list[Example], directory: Path) -> Path:
                 link.symlink_to(ex.path)
             w.writerow([ex.path.name, ex.label, ex.group])
     return directory
+
+
+def head_trigger_config(directory: Path, site: str, head_path: Path) -> EdgeSettings:
+    """An agent running ``head_path`` with an event trigger on each distress class."""
+    from tests.edge_helpers import edge_config
+
+    return edge_config(
+        directory,
+        site,
+        model={"heads": [str(head_path)]},
+        runtime={
+            "detection": {
+                "triggers": [{"custom": "scream"}, {"custom": "glass_break"}],
+                "min_windows": 1,
+            }
+        },
+    )

@@ -26,8 +26,8 @@ M_PER_DEG_LAT = 111_195.0
 _ids = iter(range(1, 10_000))
 
 
-def det(
-    label: str, seconds: float, device: str = "a", score: float = 0.9, north_m: float = 0.0
+def at_place(
+    label: str, seconds: float, device: str, lat: float, lon: float, score: float = 0.9
 ) -> Detection:
     row = next(_ids)
     return Detection(
@@ -38,9 +38,15 @@ def det(
         label=label,
         score=score,
         at=T0 + timedelta(seconds=seconds),
-        lat=LAT + north_m / M_PER_DEG_LAT,
-        lon=LON,
+        lat=lat,
+        lon=lon,
     )
+
+
+def det(
+    label: str, seconds: float, device: str = "a", score: float = 0.9, north_m: float = 0.0
+) -> Detection:
+    return at_place(label, seconds, device, LAT + north_m / M_PER_DEG_LAT, LON, score)
 
 
 def run(engine: RuleEngine, detections: list[Detection]) -> list[tuple[str, bool, int]]:
@@ -133,21 +139,6 @@ def test_settings_refuse_bad_rules() -> None:
             rules=[DISTRESS],
             webhooks=[{"name": "w", "url": "http://x", "secret": "s", "rules": ["nope"]}],
         )
-
-
-def at_place(label: str, seconds: float, device: str, lat: float, lon: float) -> Detection:
-    row = next(_ids)
-    return Detection(
-        key=f"{device}/ev{row}",
-        row_id=row,
-        device_id=device,
-        site="s1",
-        label=label,
-        score=0.9,
-        at=T0 + timedelta(seconds=seconds),
-        lat=lat,
-        lon=lon,
-    )
 
 
 @pytest.mark.parametrize(

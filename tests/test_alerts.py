@@ -194,7 +194,8 @@ def test_replayed_scream_and_glass_on_a_device_with_a_head_raise_one_alert(
     import numpy as np
 
     from earwitness.edge.agent import EdgeAgent
-    from tests.edge_helpers import ArraySource, edge_config, noise, run_until_finished
+    from tests.edge_helpers import ArraySource, noise, run_until_finished
+    from tests.heads_helpers import head_trigger_config
     from tests.test_heads_edge import _detected_clip
 
     head_path, split = distress_head
@@ -203,17 +204,7 @@ def test_replayed_scream_and_glass_on_a_device_with_a_head_raise_one_alert(
     wave = np.concatenate([noise(1.0, 0.002), glass, noise(3.0, 0.002, 1), scream, noise(2, 0.002)])
     service = AlertService(stack.settings(email=None), stack.engine)
     service.start()
-    cfg = edge_config(
-        tmp_path,
-        stack.site,
-        model={"heads": [str(head_path)]},
-        runtime={
-            "detection": {
-                "triggers": [{"custom": "scream"}, {"custom": "glass_break"}],
-                "min_windows": 1,
-            }
-        },
-    )
+    cfg = head_trigger_config(tmp_path, stack.site, head_path)
     agent = EdgeAgent(cfg, source=ArraySource(wave))
     agent.start()
     try:

@@ -22,8 +22,8 @@ from earwitness.shared import audio
 from earwitness.shared.heads import load_head
 from earwitness.shared.messages import EventMessage, HeartbeatMessage, InferenceMessage, decode
 from earwitness.shared.runner import YamnetModel
-from tests.edge_helpers import ArraySource, Collector, edge_config, noise, run_until_finished
-from tests.heads_helpers import Split
+from tests.edge_helpers import ArraySource, Collector, noise, run_until_finished
+from tests.heads_helpers import Split, head_trigger_config
 from tests.ingest_helpers import ingest_settings, running_ingest, wait_for
 from tests.services import mariadb_database, unique
 
@@ -62,17 +62,7 @@ def test_device_runs_a_head_and_the_cloud_stores_its_detections(
         engine = make_engine(url)
         upgrade(engine)
         with running_ingest(ingest_settings(url, site), tmp_path / "clips"):
-            cfg = edge_config(
-                tmp_path,
-                site,
-                model={"heads": [str(head_path)]},
-                runtime={
-                    "detection": {
-                        "triggers": [{"custom": "scream"}, {"custom": "glass_break"}],
-                        "min_windows": 1,
-                    }
-                },
-            )
+            cfg = head_trigger_config(tmp_path, site, head_path)
             agent = EdgeAgent(cfg, source=ArraySource(wave))
             agent.start()
             try:

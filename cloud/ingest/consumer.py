@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -369,22 +369,29 @@ class IngestService(Service):
                 retain=True,
             )
 
+    def _stored_watermarks(self, keys: Iterable[SeqKey], why: str) -> dict[SeqKey, int] | None:
+        """The database's ack watermark of each stream; None (logged) when it is away."""
+        by_pair = {(device, epoch): (site, device, epoch) for site, device, epoch in keys}
+        try:
+            with transaction(self.engine) as session:
+                marks = acks.watermarks(session, list(by_pair))
+        except SQLAlchemyError as exc:
+            log.warning("%s: %s", why, str(exc).splitlines()[0][:200])
+            return None
+        return {by_pair[pair]: seq for pair, seq in marks.items()}
+
     def _republish_known_acks(self) -> None:
         keys = list(self._acked)
         republished = 0
         for start in range(0, len(keys), ACK_REPUBLISH_CHUNK):
-            chunk = keys[start : start + ACK_REPUBLISH_CHUNK]
-            by_pair = {(device, epoch): (site, device, epoch) for site, device, epoch in chunk}
-            try:
-                with transaction(self.engine) as session:
-                    marks = acks.watermarks(session, list(by_pair))
-            except SQLAlchemyError as exc:
-                log.warning("ack republish deferred: %s", str(exc).splitlines()[0][:200])
+            marks = self._stored_watermarks(
+                keys[start : start + ACK_REPUBLISH_CHUNK], "ack republish deferred"
+            )
+            if marks is None:
                 self._republish_acks.set()  # the next round tries again
                 return
-            current = {by_pair[p]: max(seq, self._acked[by_pair[p]]) for p, seq in marks.items()}
-            self._publish_acks(current)
-            republished += len(current)
+            self._publish_acks({key: max(seq, self._acked[key]) for key, seq in marks.items()})
+            republished += len(marks)
         if republished:
             self.metrics.inc("acks_republished_total", republished)
             log.info("broker reconnected: %d retained acks published again", republished)
@@ -401,16 +408,10 @@ class IngestService(Service):
             return
         self._next_ack_resync = now + ACK_RESYNC_S
         keys, self._acked_lately = self._acked_lately, set()
-        by_pair = {(device, epoch): (site, device, epoch) for site, device, epoch in keys}
-        try:
-            with transaction(self.engine) as session:
-                marks = acks.watermarks(session, list(by_pair))
-        except SQLAlchemyError as exc:  # the next batch's commit retries the database
-            log.warning("ack resync skipped: %s", str(exc).splitlines()[0][:200])
+        marks = self._stored_watermarks(keys, "ack resync skipped")
+        if marks is None:  # the next batch's commit retries the database
             return
-        newer = {
-            by_pair[pair]: seq for pair, seq in marks.items() if seq > self._acked[by_pair[pair]]
-        }
+        newer = {key: seq for key, seq in marks.items() if seq > self._acked[key]}
         if newer:
             self.metrics.inc("acks_republished_total", len(newer))
             self._publish_acks(newer)
