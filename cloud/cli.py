@@ -184,7 +184,11 @@ def _cmd_tokens(args: argparse.Namespace) -> int:
 
     engine = _engine(_settings(args))
     if args.action == "create":
-        token = auth.create_token(engine, args.name, args.scope)
+        try:
+            token = auth.create_token(engine, args.name, args.scope)
+        except auth.TokenNameTaken as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         print(token)
         print(f"token '{args.name}' ({args.scope}) created; it is shown only once", file=sys.stderr)
         return 0

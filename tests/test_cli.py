@@ -215,6 +215,19 @@ def test_database_errors_are_two_lines_without_traceback(url: str, first: str, h
         assert "wrong-password" not in result.stderr  # the password is never printed
 
 
+def test_a_second_token_with_a_taken_name_is_refused_in_one_line(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    assert run("db", "upgrade", "--database-url", url).returncode == 0
+    first = run("tokens", "create", "ops", "--database-url", url)
+    assert first.returncode == 0 and first.stdout.startswith("ew_"), first.stderr
+    again = run("tokens", "create", "ops", "--database-url", url)
+    assert again.returncode == 1 and again.stdout == ""
+    assert "Traceback" not in again.stderr
+    assert again.stderr.strip() == (
+        "error: a token named 'ops' exists (revoked or not): choose another name"
+    ), again.stderr
+
+
 @pytest.mark.parametrize("service", ["second-opinion", "alerts"])
 def test_services_without_a_port_of_their_own_serve_healthz(service: str, tmp_path: Path) -> None:
     import signal

@@ -23,6 +23,9 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+TokenNameTaken = tokens.NameTaken
+
+
 def create_token(engine: Engine, name: str, scope: Scope) -> str:
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with transaction(engine) as session:

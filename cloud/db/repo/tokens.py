@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from earwitness.cloud.db.models import ApiToken, table_of
@@ -19,18 +20,27 @@ class StoredToken:
     revoked: bool
 
 
+class NameTaken(ValueError):
+    """Names are unique (a review records the token's name); a new token needs its own."""
+
+
 def add(session: Session, name: str, token_hash: str, scope: str) -> None:
-    session.execute(
-        table_of(ApiToken)
-        .insert()
-        .values(
-            name=name,
-            token_hash=token_hash,
-            scope=scope,
-            created_at=datetime.now(UTC),
-            revoked=False,
+    try:
+        session.execute(
+            table_of(ApiToken)
+            .insert()
+            .values(
+                name=name,
+                token_hash=token_hash,
+                scope=scope,
+                created_at=datetime.now(UTC),
+                revoked=False,
+            )
         )
-    )
+    except IntegrityError:
+        raise NameTaken(
+            f"a token named '{name}' exists (revoked or not): choose another name"
+        ) from None
 
 
 def revoke(session: Session, name: str) -> bool:

@@ -1,0 +1,37 @@
+#!/bin/bash
+# A small version of the official mariadb entrypoint: initialise the data directory on
+# first start (database, user, root password from MARIADB_*), then run mariadbd.
+set -euo pipefail
+if [ "${1:0:1}" = "-" ]; then set -- mariadbd "$@"; fi
+if [ "$1" != "mariadbd" ]; then exec "$@"; fi
+shift
+datadir=/var/lib/mysql
+chown -R mysql:mysql "$datadir" /run/mysqld
+if [ ! -d "$datadir/mysql" ]; then
+  : "${MARIADB_ROOT_PASSWORD:?MARIADB_ROOT_PASSWORD is required}"
+  mariadb-install-db --user=mysql --datadir="$datadir" --skip-test-db >/dev/null
+  mariadbd --user=mysql --datadir="$datadir" --skip-networking --socket=/run/mysqld/init.sock &
+  pid=$!
+  for _ in $(seq 60); do
+    mariadb --socket=/run/mysqld/init.sock -uroot -e 'SELECT 1' >/dev/null 2>&1 && break
+    sleep 1
+  done
+  sql() { mariadb --socket=/run/mysqld/init.sock -uroot "$@"; }
+  esc() { printf '%s' "$1" | sed "s/'/''/g"; }
+  {
+    if [ -n "${MARIADB_DATABASE:-}" ]; then
+      echo "CREATE DATABASE IF NOT EXISTS \`${MARIADB_DATABASE}\`;"
+    fi
+    if [ -n "${MARIADB_USER:-}" ]; then
+      echo "CREATE USER '${MARIADB_USER}'@'%' IDENTIFIED BY '$(esc "${MARIADB_PASSWORD:-}")';"
+      [ -n "${MARIADB_DATABASE:-}" ] && echo "GRANT ALL ON \`${MARIADB_DATABASE}\`.* TO '${MARIADB_USER}'@'%';"
+    fi
+    echo "CREATE USER 'root'@'%' IDENTIFIED BY '$(esc "$MARIADB_ROOT_PASSWORD")';"
+    echo "GRANT ALL ON *.* TO 'root'@'%' WITH GRANT OPTION;"
+    echo "ALTER USER 'root'@'localhost' IDENTIFIED BY '$(esc "$MARIADB_ROOT_PASSWORD")';"
+    echo "FLUSH PRIVILEGES;"
+  } | sql
+  kill "$pid"
+  wait "$pid" || true
+fi
+exec mariadbd --user=mysql --datadir="$datadir" --bind-address=0.0.0.0 "$@"
