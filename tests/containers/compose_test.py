@@ -43,6 +43,7 @@ STAGES: tuple[tuple[str, ...], ...] = (
 )
 HEALTH_TIMEOUT_S = 180  # the slowest first start: MariaDB initialising its data directory
 FLOW_TIMEOUT_S = 300  # edge-sim's first clip, then a second opinion on it
+PUBLISHED_PORTS = (8000, 8883)  # docker-compose.yml: web, device TLS listener
 TABLES = ("devices", "inferences", "events", "clips", "second_opinions")
 
 
@@ -219,7 +220,18 @@ def wait_exited_ok(service: str, env: dict[str, str]) -> float:
     return time.monotonic() - start
 
 
+def ports_free() -> None:
+    """The compose file publishes fixed ports; say which is taken rather than fail later."""
+    import socket
+
+    for port in PUBLISHED_PORTS:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                raise Failed(f"port {port} on 127.0.0.1 is in use; docker-compose.yml publishes it")
+
+
 def start_stack(tree: Path, env: dict[str, str], timings: dict[str, float]) -> None:
+    ports_free()
     compose = ["podman-compose", "-p", PROJECT, "-f", "docker-compose.yml"]
     stack_start = time.monotonic()
     for stage in STAGES:
