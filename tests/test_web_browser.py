@@ -111,9 +111,20 @@ def test_map_offline_with_feed_alerts_charts_and_local_tiles(tmp_path: Path) -> 
         page = ctx.new_page()
         requests, console = _watch(page)
         page.goto(base + "/")
-        # The offline basemap: Natural Earth countries as vector paths, city labels.
+        # The offline basemap: Natural Earth countries as vector paths (1:50m at this zoom),
+        # city labels near the view; more of both as the view widens.
         expect(page.locator("path.ew-land")).not_to_have_count(0, timeout=10_000)
-        assert page.locator(".ew-city").count() > 100
+        expect(page.locator(".leaflet-tooltip.ew-city", has_text="Paris")).to_be_visible()
+        near = page.locator(".ew-city").count()
+        assert near > 0
+        for _ in range(3):
+            page.locator(".leaflet-control-zoom-out").click()
+            page.wait_for_timeout(400)
+        expect(page.locator(".leaflet-tooltip.ew-city", has_text="Shanghai")).to_be_attached()
+        assert page.locator(".ew-city").count() > near
+        for _ in range(3):
+            page.locator(".leaflet-control-zoom-in").click()
+            page.wait_for_timeout(400)
         # The local PMTiles archive, read by range requests and drawn as tiles.
         tiles = page.locator(".ew-pmtiles img")
         expect(tiles).not_to_have_count(0, timeout=5000)

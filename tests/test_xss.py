@@ -195,6 +195,10 @@ def test_no_payload_runs_anywhere(tmp_path: Path) -> None:
                 expect(markers).to_have_count(n, timeout=10_000)
                 tooltip = page.locator(".leaflet-tooltip:not(.ew-city)")
                 for marker in markers.all():  # tooltip, then the popup fetched on open
+                    # Off every marker first: a popup's auto-pan can move the map under a
+                    # still pointer, and Leaflet then never sees the mouse leave.
+                    page.mouse.move(2, 300)
+                    expect(tooltip).to_have_count(0)
                     marker.hover()
                     expect(tooltip).to_have_count(1)
                     marker.click()

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 
 import folium
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from jinja2 import Environment, PackageLoader, Template, select_autoescape
 from markupsafe import Markup
 from pydantic import BeforeValidator
@@ -42,18 +42,13 @@ def _blank_to_none(value: Any) -> Any:
 Blank = Annotated[T | None, BeforeValidator(_blank_to_none), Query()]
 
 VENDOR = "/static/vendor"
-LEAFLET_JS = [
-    ("leaflet", f"{VENDOR}/leaflet/leaflet.js"),
-    ("jquery", f"{VENDOR}/jquery/jquery.min.js"),  # folium's own scripts use $()
-]
+LEAFLET_JS = [("leaflet", f"{VENDOR}/leaflet/leaflet.js")]  # the map's scripts need no jQuery
 LEAFLET_CSS = [("leaflet_css", f"{VENDOR}/leaflet/leaflet.css")]
 PAGE_SCRIPTS = [
     f"{VENDOR}/markercluster/leaflet.markercluster.js",
     f"{VENDOR}/heat/leaflet-heat.js",
     f"{VENDOR}/topojson/topojson-client.min.js",
-    f"{VENDOR}/pmtiles/pmtiles.js",
-    f"{VENDOR}/protomaps/protomaps-leaflet.js",
-    f"{VENDOR}/chartjs/chart.umd.min.js",
+    # Chart.js and PMTiles/protomaps load on first use (EW.VENDOR in common.js).
     "/static/js/common.js",
     "/static/js/basemap.js",
     "/static/js/charts.js",
@@ -182,7 +177,7 @@ def _query(params: dict[str, Any]) -> str:
     return urlencode({k: v for k, v in params.items() if v is not None})
 
 
-def _device_row(d: Any, counts: dict[str, int]) -> dict[str, Any]:
+def _device_row(d: Any) -> dict[str, Any]:
     return {
         "id": d.id,
         "name": d.name or d.id,
@@ -190,33 +185,32 @@ def _device_row(d: Any, counts: dict[str, int]) -> dict[str, Any]:
         "lat": d.lat,
         "lon": d.lon,
         "online": bool(d.online),
-        "counts": counts,
     }
+
+
+def _devices_in(session: Any, f: Filters) -> tuple[list[Any], list[Any]]:
+    """The devices the filters name (all, or one), and those of them with a location."""
+    if f.device:
+        one = devices.by_id(session, f.device)
+        devs = [one] if one is not None else []
+    else:
+        devs = devices.list_all(session)
+    return devs, [d for d in devs if d.lat is not None and d.lon is not None]
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 def map_page(
     state: StateDep, session: SessionDep, caller: BrowserDep, pf: PageFiltersDep
 ) -> HTMLResponse:
+    """The page without its heavy data: the browser fetches `/map/data` (preloaded from
+    the head) while it loads and compiles the scripts, so the database's aggregation and
+    the page's start-up overlap instead of adding up."""
     web = state.settings.web
     f = pf.filters
     assert f.start is not None and f.end is not None
-    if f.device:
-        one = devices.by_id(session, f.device)
-        devs = [one] if one is not None else []
-    else:
-        devs = devices.list_all(session)
-    located = [d for d in devs if d.lat is not None and d.lon is not None]
-    spots = inferences.detection_spots(
-        session, f, web.detection_min_score, web.map_detections_limit
-    )
-    counts: dict[str, dict[str, int]] = {}
-    for spot in spots:
-        per = counts.setdefault(spot.device_id, {})
-        per[spot.group] = per.get(spot.group, 0) + spot.count
-    heaviest = max((s.count for s in spots), default=1)
+    devs, located = _devices_in(session, f)
     center = (
-        [sum(d.lat for d in located) / len(located), sum(d.lon for d in located) / len(located)]  # type: ignore[misc]
+        [sum(d.lat for d in located) / len(located), sum(d.lon for d in located) / len(located)]
         if located
         else [20.0, 0.0]
     )
@@ -232,6 +226,79 @@ def map_page(
     )
     fmap.default_js = LEAFLET_JS
     fmap.default_css = LEAFLET_CSS
+    # Live polls: the same filters from the range's start, with no end.
+    live_params = {k: v for k, v in pf.params.items() if k not in ("range", "end")}
+    query = _query({**live_params, "start": f.start.isoformat()})
+    # The data request names the resolved range, so a preset means the same instant in both.
+    data_url = "/map/data?" + _query(
+        {**pf.params, "range": None, "start": f.start.isoformat(), "end": f.end.isoformat()}
+    )
+    data = {
+        "map": fmap.get_name(),
+        "colors": GROUP_COLORS,
+        "other": OTHER_COLOR,
+        "offline": OFFLINE_COLOR,
+        "data_url": data_url,
+        "devices": [_device_row(d) for d in located],  # their counts come with /map/data
+        "can_write": caller.scope == "admin",
+        "basemap": {
+            "tile_url": web.tile_url or None,
+            "tile_attribution": web.tile_attribution,
+            "pmtiles": "/tiles/basemap.pmtiles" if web.pmtiles_path else None,
+            "pmtiles_attribution": web.pmtiles_attribution,
+            "countries": f"{VENDOR}/world-atlas/countries-110m.json",
+            "countries_detail": f"{VENDOR}/world-atlas/countries-50m.json",
+            "cities": f"{VENDOR}/cities/cities.json",
+        },
+        "range": {"start": f.start.isoformat(), "end": f.end.isoformat()},
+        "live": {"query": query, "poll_ms": LIVE_POLL_MS},
+    }
+    legend = [*GROUP_COLORS.items(), ("other", OTHER_COLOR), ("offline", OFFLINE_COLOR)]
+    bar = TEMPLATES.get_template(
+        "bar.html"
+    ).render(
+        action="/",
+        device_count=len(located),
+        total=None,  # filled in from /map/data
+        legend=legend,
+        params=pf.params,
+        error=pf.error,
+        start=f.start,
+        end=f.end,
+        ranges=list(RANGES),
+        groups=["", *sorted(GROUP_COLORS)],
+        device_ids=sorted(d.id for d in devs)[:2000],
+        live=True,
+    )
+    side = TEMPLATES.get_template("side.html").render()
+    head = TEMPLATES.get_template("map_head.html").render(
+        styles=PAGE_STYLES, scripts=PAGE_SCRIPTS, preload=data_url
+    )
+    root = fmap.get_root()
+    root.header.add_child(_Html(head))  # type: ignore[attr-defined]
+    root.html.add_child(_Html(bar), index=0)  # type: ignore[attr-defined]
+    root.html.add_child(_Html(side))  # type: ignore[attr-defined]
+    root.html.add_child(  # type: ignore[attr-defined]
+        _Html(TEMPLATES.get_template("map_data.html").render(data=data))
+    )
+    return HTMLResponse(root.render())
+
+
+@router.get("/map/data", include_in_schema=False)
+def map_data(state: StateDep, session: SessionDep, _: BrowserDep, pf: PageFiltersDep) -> Response:
+    """What the map draws over the page's devices: their detection counts per group, the
+    heatmap, each device's latest event and the alerts, aggregated by the database."""
+    web = state.settings.web
+    f = pf.filters
+    assert f.start is not None and f.end is not None
+    spots = inferences.detection_spots(
+        session, f, web.detection_min_score, web.map_detections_limit
+    )
+    counts: dict[str, dict[str, int]] = {}
+    for spot in spots:
+        per = counts.setdefault(spot.device_id, {})
+        per[spot.group] = per.get(spot.group, 0) + spot.count
+    heaviest = max((s.count for s in spots), default=1)
     latest_events = [
         {
             "device": ev.device_id,
@@ -256,60 +323,18 @@ def map_page(
         }
         for a in alerts.listing(session, f.start, f.end, limit=MAP_ALERTS_LIMIT)
     ]
-    # Live polls: the same filters from the range's start, with no end.
-    live_params = {k: v for k, v in pf.params.items() if k not in ("range", "end")}
-    query = _query({**live_params, "start": f.start.isoformat()})
-    data = {
-        "map": fmap.get_name(),
-        "colors": GROUP_COLORS,
-        "other": OTHER_COLOR,
-        "offline": OFFLINE_COLOR,
-        "devices": [_device_row(d, counts.get(d.id, {})) for d in located],
+    payload = {
+        "counts": counts,
         "heat": [[s.lat, s.lon, s.count / heaviest] for s in spots],
         "events": latest_events,
         "alerts": raised,
-        "can_write": caller.scope == "admin",
-        "basemap": {
-            "tile_url": web.tile_url or None,
-            "tile_attribution": web.tile_attribution,
-            "pmtiles": "/tiles/basemap.pmtiles" if web.pmtiles_path else None,
-            "pmtiles_attribution": web.pmtiles_attribution,
-            "countries": f"{VENDOR}/world-atlas/countries-50m.json",
-            "cities": f"{VENDOR}/cities/cities.json",
-        },
-        "range": {"start": f.start.isoformat(), "end": f.end.isoformat()},
-        "live": {
-            "after_id": max((s.last_id for s in spots), default=0),
-            "since": datetime.now(UTC).isoformat(),
-            "query": query,
-            "poll_ms": LIVE_POLL_MS,
-        },
+        "total": sum(s.count for s in spots),
+        "after_id": max((s.last_id for s in spots), default=0),
+        "since": datetime.now(UTC).isoformat(),
     }
-    legend = [*GROUP_COLORS.items(), ("other", OTHER_COLOR), ("offline", OFFLINE_COLOR)]
-    bar = TEMPLATES.get_template("bar.html").render(
-        action="/",
-        device_count=len(located),
-        total=sum(s.count for s in spots),
-        legend=legend,
-        params=pf.params,
-        error=pf.error,
-        start=f.start,
-        end=f.end,
-        ranges=list(RANGES),
-        groups=["", *sorted(GROUP_COLORS)],
-        device_ids=sorted(d.id for d in devs)[:2000],
-        live=True,
-    )
-    side = TEMPLATES.get_template("side.html").render()
-    head = TEMPLATES.get_template("map_head.html").render(styles=PAGE_STYLES, scripts=PAGE_SCRIPTS)
-    root = fmap.get_root()
-    root.header.add_child(_Html(head))  # type: ignore[attr-defined]
-    root.html.add_child(_Html(bar), index=0)  # type: ignore[attr-defined]
-    root.html.add_child(_Html(side))  # type: ignore[attr-defined]
-    root.html.add_child(  # type: ignore[attr-defined]
-        _Html(TEMPLATES.get_template("map_data.html").render(data=data))
-    )
-    return HTMLResponse(root.render())
+    # Plain json.dumps: thousands of small lists through FastAPI's encoder cost more than
+    # the rest of the request after the query.
+    return Response(json.dumps(payload, separators=(",", ":")), media_type="application/json")
 
 
 @router.get("/tiles/basemap.pmtiles", include_in_schema=False)

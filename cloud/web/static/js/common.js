@@ -63,6 +63,38 @@
       return r.json();
     });
   };
+  // Scripts only some visits need (Chart.js for the charts tab, PMTiles for local tiles),
+  // loaded on first use so the map's first draw does not wait for them to compile.
+  var loading = {};
+  EW.loadScript = function (src) {
+    if (!loading[src]) {
+      loading[src] = new Promise(function (resolve, reject) {
+        var s = document.createElement('script');
+        s.src = src;
+        s.onload = resolve;
+        s.onerror = function () { reject(new Error('could not load ' + src)); };
+        document.head.appendChild(s);
+      });
+    }
+    return loading[src];
+  };
+  EW.VENDOR = {
+    chart: ['/static/vendor/chartjs/chart.umd.min.js'],
+    pmtiles: ['/static/vendor/pmtiles/pmtiles.js', '/static/vendor/protomaps/protomaps-leaflet.js']
+  };
+  EW.loadScripts = function (srcs) {
+    return srcs.reduce(function (p, src) {
+      return p.then(function () { return EW.loadScript(src); });
+    }, Promise.resolve());
+  };
+  // Resolves after the browser has painted what is in the DOM now: heavy work started
+  // from here never delays the first picture.
+  EW.afterPaint = function () {
+    return new Promise(function (resolve) {
+      requestAnimationFrame(function () { setTimeout(resolve, 0); });
+    });
+  };
+
   EW.postJSON = function (url, body) {
     return fetch(url, {method: 'POST', credentials: 'same-origin',
       headers: {'Content-Type': 'application/json'}, body: JSON.stringify(body)})

@@ -14,6 +14,21 @@
     EW.fitLayout();
     map.invalidateSize();
     window.addEventListener('resize', function () { map.invalidateSize(); });
+    // The heavy part (devices' counts, events, alerts) comes from /map/data, which the head
+    // preloads. The basemap waits for the devices: on a busy machine drawing it sooner
+    // only slows the server's answer (measured, docs/benchmarks.md).
+    EW.getJSON(data.data_url).then(function (more) {
+      draw(map, Object.assign(data, more));
+    }).catch(function (err) {
+      var error = document.getElementById('ew-form-error');
+      error.hidden = false;
+      error.textContent = 'could not load the map data: ' + err.message;
+    });
+  }
+
+  function draw(map, data) {
+    document.getElementById('ew-count').textContent = String(data.total);
+    data.devices.forEach(function (row) { row.counts = data.counts[row.id] || {}; });
     var colorOf = function (g) { return EW.colorOf(data.colors, data.other, g); };
     EW.page = {map: map, data: data, colorOf: colorOf};
 
@@ -92,6 +107,11 @@
     if (data.devices.length) {  // start with every device in view
       map.fitBounds(cluster.getBounds(), {padding: [40, 40], maxZoom: 12, animate: false});
     }
+    // The side panel and the timeline start their work after the devices are painted (the
+    // marks are what bench/bench_web.py reads).
+    var painted = EW.afterPaint().then(function () { performance.mark('ew-devices-drawn'); });
+    var base = EW.basemap(map, data.basemap, painted);
+    var basemapDrawn = base.then(EW.afterPaint).then(function () { performance.mark('ew-basemap-drawn'); });
 
     // -- heatmap, events, alerts ---------------------------------------------------------
     var heat = L.heatLayer(data.heat, {radius: 18});
@@ -227,15 +247,15 @@
       (EW.alertListeners || []).forEach(function (fn) { fn(a); });
     };
 
-    EW.basemap(map, data.basemap).then(function (base) {
-      var overlays = Object.assign({}, base, {devices: cluster, heatmap: heat, events: eventsLayer,
+    base.then(function (overlays) {
+      overlays = Object.assign({}, overlays, {devices: cluster, heatmap: heat, events: eventsLayer,
         alerts: alertsLayer});
       L.control.layers({}, overlays, {collapsed: true, position: 'topright'}).addTo(map);
       map.getContainer().dataset.basemap = 'ready';
     });
 
     // -- live ---------------------------------------------------------------------------
-    var lastId = data.live.after_id, since = data.live.since, added = 0, playing = false;
+    var lastId = data.after_id, since = data.since, added = 0, playing = false;
     var liveCount = document.getElementById('ew-live');
     var totalCount = document.getElementById('ew-count');
     function poll() {
@@ -282,8 +302,12 @@
     var label = document.getElementById('ew-slider-label');
     var play = document.getElementById('ew-play');
     var timeline = null, timer = null;
-    EW.getJSON('/api/v1/stats/activity?per_device=true&' + data.live.query + '&end=' +
-      encodeURIComponent(data.range.end)).then(function (t) {
+    // Playback needs per-device counts per bucket (the largest response of the page):
+    // fetched once the map is drawn, not in its way.
+    Promise.all([painted, basemapDrawn]).then(function () {
+      return EW.getJSON('/api/v1/stats/activity?per_device=true&' + data.live.query + '&end=' +
+        encodeURIComponent(data.range.end));
+    }).then(function (t) {
       timeline = t;
       slider.max = String(t.buckets);
       slider.value = String(t.buckets);
@@ -321,7 +345,7 @@
       }, 600);
       showBucket(Number(slider.value));
     });
-    if (EW.startSide) EW.startSide();
+    if (EW.startSide) painted.then(EW.startSide);
   }
 
   if (document.readyState === 'loading') {
