@@ -13,7 +13,7 @@ endif
 
 
 .PHONY: typing-view install assets deploy-tools test lint run demo classify-demo bench clean \
-	images compose-test
+	images compose-test soak
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -45,6 +45,10 @@ STANDINS ?= 1
 COMPOSE_TEST := $(PY) tests/containers/compose_test.py $(if $(filter 0,$(STANDINS)),--no-standins,)
 images: install
 	$(COMPOSE_TEST) --build-only
+
+# The fault soak's short mode (every fault kind once, about 3 minutes; bench/soak.py).
+soak: install
+	$(PY) bench/soak.py --short
 
 # Build, bring docker-compose.yml up on podman, check end to end, tear down.
 compose-test: install
