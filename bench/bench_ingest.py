@@ -46,6 +46,15 @@ from tests.services import PrivateBroker
 DEVICES = 10
 
 
+DB_PORT = 3306  # or the Galera cluster's HAProxy (--galera)
+
+
+def connect(db: str | None, autocommit: bool = False) -> pymysql.Connection:  # type: ignore[type-arg]
+    return pymysql.connect(
+        host="127.0.0.1", port=DB_PORT, user="root", database=db, autocommit=autocommit
+    )
+
+
 def payload_files(site: str, n: int, tmp: Path) -> list[tuple[str, Path]]:
     """One file per device topic, one JSON message per line (for mosquitto_pub -l)."""
     out = []
@@ -110,7 +119,7 @@ def ceiling_broker(port: int, n: int, tmp: Path) -> float:
 
 
 def ceiling_insert(db: str, n: int) -> float:
-    conn = pymysql.connect(host="127.0.0.1", user="root", database=db)
+    conn = connect(db)
     dev = Device("raw", "raw")
     rows = [inference_row(dev.inference(i), datetime.now(UTC)) for i in range(n)]
     cols = list(rows[0])
@@ -167,7 +176,7 @@ def start_ingest(
 
 
 def count_rows(db: str) -> int:
-    with pymysql.connect(host="127.0.0.1", user="root", database=db) as conn, conn.cursor() as cur:
+    with connect(db) as conn, conn.cursor() as cur:
         cur.execute("SELECT COUNT(*), COUNT(DISTINCT message_id) FROM inferences")
         total, distinct = cur.fetchone()
     assert total == distinct, f"duplicate rows: {total} vs {distinct}"
@@ -175,7 +184,7 @@ def count_rows(db: str) -> int:
 
 
 def reset(db: str) -> None:
-    with pymysql.connect(host="127.0.0.1", user="root", database=db) as conn, conn.cursor() as cur:
+    with connect(db) as conn, conn.cursor() as cur:
         for table in ("inferences", "pending_seqs", "ack_watermarks", "devices"):
             cur.execute(f"DELETE FROM {table}")
         conn.commit()
@@ -200,7 +209,7 @@ def wait_rows(db: str, n: int, timeout: float = 900) -> tuple[float, float]:
     connection: a few rows, where COUNT(*) over a growing table, or a new connection per
     poll, would load the machine the benchmark is measuring."""
     t0 = time.perf_counter()
-    conn = pymysql.connect(host="127.0.0.1", user="root", database=db, autocommit=True)
+    conn = connect(db, autocommit=True)
     done, first = 0, None
     cpu0 = cpu_times()
     with conn, conn.cursor() as cur:
@@ -302,17 +311,29 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--driver", choices=["pymysql", "mysqldb"], default="pymysql")
+    parser.add_argument(
+        "--galera", action="store_true", help="into a 3-node Galera cluster behind HAProxy"
+    )
     args = parser.parse_args()
     print(f"machine: {machine()}; driver {args.driver}")
+    global DB_PORT
+    cluster = None
+    if args.galera:
+        from tests.galera import GaleraCluster
+
+        cluster = GaleraCluster()
+        cluster.start()
+        DB_PORT = cluster.port
+        print(f"database: 3-node Galera (MariaDB 10.11, galera-4) behind HAProxy :{DB_PORT}")
     tmp = Path(tempfile.mkdtemp())
     broker = PrivateBroker("max_inflight_messages 0\nmax_queued_bytes 0\n")
     broker.start()
     db = f"ew_bench_{uuid.uuid4().hex[:8]}"
-    admin = pymysql.connect(host="127.0.0.1", user="root", autocommit=True)
+    admin = connect(None, autocommit=True)
     with admin.cursor() as cur:
         cur.execute(f"CREATE DATABASE {db}")
     try:
-        db_url = f"mysql+{args.driver}://root@127.0.0.1:3306/{db}"
+        db_url = f"mysql+{args.driver}://root@127.0.0.1:{DB_PORT}/{db}"
         engine = make_engine(db_url)
         upgrade(engine)
         engine.dispose()
@@ -354,6 +375,8 @@ def main() -> None:
         with admin.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS {db}")
         admin.close()
+        if cluster is not None:
+            cluster.cleanup()
 
 
 if __name__ == "__main__":

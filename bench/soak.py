@@ -55,6 +55,7 @@ from earwitness.cloud.db.migrate import upgrade
 from earwitness.shared import synth
 from earwitness.shared.frontend import PATCH_HOP_SAMPLES, PATCH_SAMPLES, padded_length
 from earwitness.shared.messages import message_id
+from tests.galera import GaleraCluster
 from tests.services import PrivateBroker, free_port, port_open
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,17 +150,23 @@ class Soak:
     ingest: subprocess.Popen[bytes] | None = None
     agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     restarted: set[str] = field(default_factory=set)
+    galera: GaleraCluster | None = None
+    db_port: int = 3306
 
     @property
     def db_url(self) -> str:
-        return f"mysql+pymysql://root@127.0.0.1:3306/{self.db_name}"
+        return f"mysql+pymysql://root@127.0.0.1:{self.db_port}/{self.db_name}"
 
     def device_ids(self) -> list[str]:
         return [f"soak-{i:02d}" for i in range(self.devices)]
 
     # setup
     def start(self) -> None:
-        admin = pymysql.connect(host="127.0.0.1", user="root", autocommit=True)
+        if self.galera is not None:
+            log("starting a 3-node Galera cluster behind HAProxy")
+            self.galera.start()
+            self.db_port = self.galera.port
+        admin = self.connect(None)
         with admin.cursor() as cur:
             cur.execute(f"CREATE DATABASE {self.db_name}")
         admin.close()
@@ -261,11 +268,26 @@ class Soak:
                     proc.wait(10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-        self.proxy.close()
-        self.broker.cleanup()
+        if hasattr(self, "proxy"):  # start() may have failed before
+            self.proxy.close()
+        if hasattr(self, "broker"):
+            self.broker.cleanup()
+
+    def connect(self, database: str | None = "") -> Any:
+        """A root connection to the system of record (one MariaDB, or the cluster's HAProxy)."""
+        return pymysql.connect(
+            host="127.0.0.1",
+            port=self.db_port,
+            user="root",
+            database=self.db_name if database == "" else database,
+            autocommit=True,
+        )
 
     def drop_database(self) -> None:
-        admin = pymysql.connect(host="127.0.0.1", user="root", autocommit=True)
+        if self.galera is not None:
+            self.galera.cleanup()  # the whole cluster goes
+            return
+        admin = self.connect(None)
         with admin.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS {self.db_name}")
         admin.close()
@@ -316,7 +338,7 @@ def writer_sigkill(s: Soak, hold: float) -> None:
 
 
 def db_connections_killed(s: Soak, hold: float) -> None:
-    admin = pymysql.connect(host="127.0.0.1", user="root", autocommit=True)
+    admin = s.connect(None)
     with admin.cursor() as cur:
         cur.execute(
             "SELECT id FROM information_schema.PROCESSLIST WHERE db = %s AND id != CONNECTION_ID()",
@@ -336,6 +358,16 @@ def agent_sigkill(s: Soak, hold: float) -> None:
     time.sleep(1)
     s.restarted.add(device)
     s.start_agent(device)  # same outbox: same epoch, the rest is re-sent
+
+
+def galera_node_sigkill(s: Soak, hold: float) -> None:
+    """The node HAProxy writes to dies; writes move to a backup; it rejoins (state
+    transfer) and new connections return to it while old ones stay: two writers."""
+    assert s.galera is not None
+    s.galera.kill(0)
+    time.sleep(hold)
+    s.galera.start_node(0)
+    log(f"galera node n0 rejoined: cluster size {s.galera.cluster_size()}")
 
 
 FAULTS: list[tuple[str, Callable[[Soak, float], None]]] = [
@@ -397,7 +429,7 @@ def verify(s: Soak) -> Report:
     """Every check, from the database, the outbox files and the broker's retained acks."""
     report = Report()
     devices = s.device_ids()
-    conn = pymysql.connect(host="127.0.0.1", user="root", database=s.db_name)
+    conn = s.connect()
     acks = retained_acks(s.broker.port, s.site, devices)
     with conn.cursor() as cur:
         for device in devices:
@@ -472,8 +504,8 @@ def print_report(report: Report) -> int:
 
 
 # -- the run ----------------------------------------------------------------------------------
-def counts(db: str) -> dict[str, int]:
-    conn = pymysql.connect(host="127.0.0.1", user="root", database=db)
+def counts(s: Soak) -> dict[str, int]:
+    conn = s.connect()
     with conn.cursor() as cur:
         out = {}
         for table in MESSAGE_TABLES:
@@ -492,7 +524,7 @@ def finish_and_verify(s: Soak, timeout: float) -> Report:
             break
         time.sleep(1)
     codes = {d: p.poll() for d, p in s.agents.items()}
-    log(f"agents exited {codes}; stored {counts(s.db_name)}")
+    log(f"agents exited {codes}; stored {counts(s)}")
     time.sleep(2)  # the last acks' retained copies
     report = verify(s)
     report.check(all(c == 0 for c in codes.values()), f"every agent exited 0 ({codes})")
@@ -503,6 +535,8 @@ def finish_and_verify(s: Soak, timeout: float) -> Report:
 def soak_run(args: argparse.Namespace) -> Iterator[Soak]:
     work = Path(tempfile.mkdtemp(prefix="ew-soak-"))
     s = Soak(work, args.devices, args.audio_s, args.speed)
+    if getattr(args, "galera", False):
+        s.galera = GaleraCluster()
     try:
         s.start()
         yield s
@@ -519,14 +553,15 @@ def run(args: argparse.Namespace) -> int:
     if not (MODELS / "yamnet_spectra_in.tflite").is_file():
         print(f"error: no models in {MODELS} (set EARWITNESS_MODEL_DIR)", file=sys.stderr)
         return 2
-    if not port_open("127.0.0.1", 3306):
+    if not args.galera and not port_open("127.0.0.1", 3306):
         print("error: MariaDB is not reachable on 127.0.0.1:3306", file=sys.stderr)
         return 2
     begin = time.monotonic()
     with soak_run(args) as s:
         time.sleep(args.warmup)
-        for name, fault in FAULTS:
-            log(f"fault: {name} (traffic so far {counts(s.db_name)})")
+        faults = FAULTS + ([("galera node SIGKILL", galera_node_sigkill)] if args.galera else [])
+        for name, fault in faults:
+            log(f"fault: {name} (traffic so far {counts(s)})")
             fault(s, args.hold)
             time.sleep(args.gap)
         log("faults done; waiting for every agent to finish and drain")
@@ -551,6 +586,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--finish-timeout", type=float, default=300)
     parser.add_argument("--short", action="store_true", help="the CI run: every fault once, fast")
     parser.add_argument("--keep", action="store_true", help="keep the database and files")
+    parser.add_argument(
+        "--galera",
+        action="store_true",
+        help="the system of record is a 3-node Galera cluster behind HAProxy (tests/galera.py),"
+        " with one more fault: SIGKILL of the node taking writes, then its rejoin",
+    )
     args = parser.parse_args(argv)
     if args.short:
         args.devices, args.audio_s, args.speed, args.hold, args.gap = 3, 900, 8, 8, 5
