@@ -39,7 +39,7 @@ from earwitness.cloud.db.migrate import upgrade
 from earwitness.cloud.settings import CloudSettings
 from earwitness.shared.messages import EventMessage, encode
 from earwitness.shared.topics import Kind
-from tests.alert_helpers import WEBHOOK_SECRET, WebhookReceiver
+from tests.alert_helpers import DISTRESS_RULE, WEBHOOK_SECRET, WebhookReceiver
 from tests.factories import Device
 from tests.ingest_helpers import Publisher, ingest_settings, running_ingest
 from tests.services import MQTT_HOST, MQTT_PORT, mariadb_database, unique
@@ -47,16 +47,6 @@ from tests.services import MQTT_HOST, MQTT_PORT, mariadb_database, unique
 M_PER_DEG_LAT = 111_195.0
 PAIR_GAP_M = 100.0  # the two devices of a pair: neighbours for the 150 m rule
 PAIRS_APART_M = 5_000.0  # pairs never correlate with each other
-DISTRESS = {
-    "name": "distress",
-    "severity": "critical",
-    "all_of": [
-        {"label": "glass_break", "min_score": 0.5},
-        {"label": "scream", "min_score": 0.5},
-    ],
-    "within_s": 10,
-    "within_m": 150,
-}
 
 
 def fleet(site: str, n: int, t0: datetime) -> list[Device]:
@@ -96,7 +86,7 @@ def bench_engine(n_events: int, n_devices: int) -> None:
                 lon=dev.location.lon,
             )
         )
-    engine = RuleEngine([Rule.model_validate(DISTRESS)])
+    engine = RuleEngine([Rule.model_validate(DISTRESS_RULE)])
     decisions = 0
     t_start = time.perf_counter()
     for d in detections:
@@ -182,7 +172,7 @@ def bench_latency(n_devices: int, n_incidents: int) -> None:
             database_url=url,
             mqtt={"host": MQTT_HOST, "port": MQTT_PORT},
             alerts={
-                "rules": [DISTRESS],
+                "rules": [DISTRESS_RULE],
                 "webhooks": [
                     {
                         "name": "ops",

@@ -56,6 +56,7 @@ from earwitness.shared import synth
 from earwitness.shared.frontend import PATCH_HOP_SAMPLES, PATCH_SAMPLES, padded_length
 from earwitness.shared.messages import message_id
 from tests.galera import GaleraCluster
+from tests.ingest_helpers import Publisher
 from tests.services import PrivateBroker, free_port, port_open
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -403,26 +404,14 @@ def outbox_state(path: Path) -> tuple[str | None, int]:
 
 def retained_acks(broker_port: int, site: str, devices: list[str]) -> dict[str, dict[str, Any]]:
     """The retained ack of each device, read as a device would on (re)connect."""
-    import paho.mqtt.client as mqtt
-
-    got: dict[str, dict[str, Any]] = {}
-    done = threading.Event()
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"soak-check-{site}")
-
-    def on_message(_c: Any, _u: Any, msg: Any) -> None:
-        got[msg.topic.split("/")[-2]] = json.loads(msg.payload)
-        if len(got) == len(devices):
-            done.set()
-
-    client.on_message = on_message
-    client.connect("127.0.0.1", broker_port)
-    for device in devices:
-        client.subscribe(f"earwitness/v1/{site}/{device}/ack", qos=1)
-    client.loop_start()
-    done.wait(10)
-    client.loop_stop()
-    client.disconnect()
-    return got
+    pub = Publisher(port=broker_port, client_id=f"soak-check-{site}")
+    pub.watch_acks(site)
+    topics = {device: f"earwitness/v1/{site}/{device}/ack" for device in devices}
+    deadline = time.monotonic() + 10
+    while not set(topics.values()) <= set(pub.acks) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pub.close()
+    return {device: pub.acks[t] for device, t in topics.items() if t in pub.acks}
 
 
 def verify(s: Soak) -> Report:

@@ -109,22 +109,24 @@ class AlertSubscriber:
         self.client.disconnect()
 
 
+# Glass breaking and a scream within 10 s and 150 m: the rule the tests and bench_alerts use.
+DISTRESS_RULE: dict[str, Any] = {
+    "name": "distress",
+    "severity": "critical",
+    "all_of": [
+        {"label": "glass_break", "min_score": 0.5},
+        {"label": "scream", "min_score": 0.5},
+    ],
+    "within_s": 10,
+    "within_m": 150,
+}
+
+
 def alert_settings(
     webhook: WebhookReceiver, smtp: SmtpReceiver | None, **overrides: Any
 ) -> dict[str, Any]:
     settings: dict[str, Any] = {
-        "rules": [
-            {
-                "name": "distress",
-                "severity": "critical",
-                "all_of": [
-                    {"label": "glass_break", "min_score": 0.5},
-                    {"label": "scream", "min_score": 0.5},
-                ],
-                "within_s": 10,
-                "within_m": 150,
-            }
-        ],
+        "rules": [DISTRESS_RULE],
         "poll_s": 0.1,
         "webhooks": [{"name": "ops", "url": webhook.url, "secret": WEBHOOK_SECRET}],
         "mqtt": True,

@@ -127,23 +127,19 @@ class GaleraCluster:
         self.procs[i] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         self.wait_synced(i)
 
-    def state(self, i: int) -> str:
-        conn = pymysql.connect(
-            host="127.0.0.1", port=self.sql_ports[i], user="root", connect_timeout=2
-        )
+    def _status(self, port: int, variable: str) -> str:
+        conn = pymysql.connect(host="127.0.0.1", port=port, user="root", connect_timeout=2)
         with conn.cursor() as cur:
-            cur.execute("SHOW STATUS LIKE 'wsrep_local_state_comment'")
+            cur.execute("SHOW STATUS LIKE %s", (variable,))
             row = cur.fetchone()
         conn.close()
         return str(row[1]) if row else ""
 
+    def state(self, i: int) -> str:
+        return self._status(self.sql_ports[i], "wsrep_local_state_comment")
+
     def cluster_size(self) -> int:
-        conn = pymysql.connect(host="127.0.0.1", port=self.port, user="root", connect_timeout=2)
-        with conn.cursor() as cur:
-            cur.execute("SHOW STATUS LIKE 'wsrep_cluster_size'")
-            row = cur.fetchone()
-        conn.close()
-        return int(row[1]) if row else 0
+        return int(self._status(self.port, "wsrep_cluster_size") or 0)
 
     def wait_synced(self, i: int) -> None:
         deadline = time.monotonic() + SYNC_TIMEOUT_S

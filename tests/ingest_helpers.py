@@ -17,6 +17,8 @@ from earwitness.cloud.clipstore import ClipStore, FileClipStore
 from earwitness.cloud.db.engine import make_engine
 from earwitness.cloud.ingest.consumer import IngestService
 from earwitness.cloud.settings import CloudSettings
+from earwitness.shared.topics import Kind
+from tests.factories import Device, wire
 from tests.services import MQTT_HOST, MQTT_PORT, require, unique
 
 
@@ -100,6 +102,29 @@ class Publisher:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+def stream_inferences(
+    pub: Publisher, dev: Device, seqs: range, pause_s: float, batch: int = 100
+) -> tuple[threading.Thread, threading.Event]:
+    """Publish ``dev``'s inferences ``seqs`` in batches from a thread, pausing between
+    batches, so a fault can be injected mid-stream; the event is set once all are sent."""
+    done = threading.Event()
+
+    def send() -> None:
+        for start in range(seqs.start, seqs.stop, batch):
+            pub.publish_many(
+                [
+                    (dev.topic(Kind.INFERENCE), wire(dev.inference(s)))
+                    for s in range(start, min(seqs.stop, start + batch))
+                ]
+            )
+            time.sleep(pause_s)
+        done.set()
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    return sender, done
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:

@@ -4,7 +4,6 @@ writes to is SIGKILLed and rejoins, and the rows are on every node."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,11 +15,15 @@ from sqlalchemy import func, select
 from earwitness.cloud.db.engine import make_engine
 from earwitness.cloud.db.migrate import current, upgrade
 from earwitness.cloud.db.models import Inference
-from earwitness.shared.topics import Kind
 from tests.factories import Device as Dev
-from tests.factories import wire
 from tests.galera import GaleraCluster, missing_tools
-from tests.ingest_helpers import Publisher, ingest_settings, running_ingest, wait_for
+from tests.ingest_helpers import (
+    Publisher,
+    ingest_settings,
+    running_ingest,
+    stream_inferences,
+    wait_for,
+)
 from tests.services import unique
 
 MESSAGES = 3000
@@ -74,21 +77,7 @@ def test_ingest_on_galera_loses_nothing_when_its_node_dies(
             return int(conn.execute(select(func.count()).select_from(Inference)).scalar_one())
 
     with running_ingest(ingest_settings(url, site), tmp_path / "clips"):
-        done = threading.Event()
-
-        def send() -> None:
-            for start in range(0, MESSAGES, 100):
-                pub.publish_many(
-                    [
-                        (dev.topic(Kind.INFERENCE), wire(dev.inference(s)))
-                        for s in range(start, min(MESSAGES, start + 100))
-                    ]
-                )
-                time.sleep(0.1)
-            done.set()
-
-        sender = threading.Thread(target=send)
-        sender.start()
+        sender, done = stream_inferences(pub, dev, range(MESSAGES), pause_s=0.1)
         wait_for(lambda: count() > 300, timeout=60, what="stream under way")
         cluster.kill(0)  # the node HAProxy sends every connection to
         time.sleep(3)

@@ -25,7 +25,13 @@ from earwitness.cloud.db.models import DeadLetter, Inference
 from earwitness.shared.topics import Kind
 from tests.factories import Device as Dev
 from tests.factories import wire
-from tests.ingest_helpers import Publisher, ingest_settings, running_ingest, wait_for
+from tests.ingest_helpers import (
+    Publisher,
+    ingest_settings,
+    running_ingest,
+    stream_inferences,
+    wait_for,
+)
 from tests.services import (
     MARIADB_HOST,
     MARIADB_PORT,
@@ -266,21 +272,7 @@ def test_sigkilled_consumer_loses_nothing(db_url: str, engine: Engine, tmp_path:
         pub.watch_acks(site)
         _wait_until_consuming(pub, dev, engine, proc)
         n = 4000
-        sender_done = threading.Event()
-
-        def send() -> None:
-            for start in range(1, n, 100):
-                pub.publish_many(
-                    [
-                        (dev.topic(Kind.INFERENCE), wire(dev.inference(s)))
-                        for s in range(start, min(n, start + 100))
-                    ]
-                )
-                time.sleep(0.05)
-            sender_done.set()
-
-        sender = threading.Thread(target=send)
-        sender.start()
+        sender, sender_done = stream_inferences(pub, dev, range(1, n), pause_s=0.05)
         wait_for(lambda: count(engine) > 300, what="stream under way")
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
