@@ -83,6 +83,17 @@ class Will:
     retain: bool = True
 
 
+def reconnect_delay(
+    attempt: int, min_s: float, max_s: float, rng: random.Random | None = None
+) -> float:
+    """Seconds to wait before reconnect attempt ``attempt`` (0: the first after a loss): a
+    random point between ``min_s`` and a cap that doubles per attempt up to ``max_s``
+    ("full jitter" with a floor). Devices that lost the broker together then return spread
+    over the cap, not all in the same second."""
+    cap = min(max_s, min_s * 2.0 ** min(attempt + 1, 32))
+    return (rng or random).uniform(min_s, max(min_s, cap))
+
+
 class MqttConnection:
     """Owns one paho client. ``start()`` connects in the background and keeps reconnecting
     with jittered exponential backoff until ``stop()``."""
@@ -129,21 +140,22 @@ class MqttConnection:
             self.client.tls_set_context(ctx)
         if will is not None:
             self.client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
-        self._jitter_backoff()
+        self._failed_attempts = 0
+        self._schedule_retry()
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_connect_fail = self._on_connect_fail
-        self._failed_attempts = 0
 
-    def _jitter_backoff(self) -> None:
-        # paho doubles the delay from min to max; a random min spreads a fleet's reconnects
-        # after a broker restart instead of having every device knock at the same instant.
-        base = self.settings.reconnect_min_s
-        self.client.reconnect_delay_set(
-            min_delay=max(1, round(random.uniform(base, 2 * base))),
-            max_delay=max(1, round(self.settings.reconnect_max_s)),
+    def _schedule_retry(self) -> None:
+        """Set the wait before paho's next attempt to one jittered delay: paho doubles its
+        own delay with no jitter, so a fleet that lost its broker at one instant would
+        knock again at one instant, every time (bench/fleet.py --backoff doubling)."""
+        self._next_retry_s = reconnect_delay(
+            self._failed_attempts, self.settings.reconnect_min_s, self.settings.reconnect_max_s
         )
+        # min == max: paho's next wait is exactly this delay (min(2 * delay, max)).
+        self.client.reconnect_delay_set(min_delay=self._next_retry_s, max_delay=self._next_retry_s)  # type: ignore[arg-type]
 
     def _connect_properties(self) -> Properties:
         props = Properties(PacketTypes.CONNECT)
@@ -193,6 +205,7 @@ class MqttConnection:
     ) -> None:
         if reason.is_failure:
             log.error("MQTT %s: connection refused: %s", self.client_id, reason)
+            self._failed_attempts += 1  # refused again and again: back off like unreachable
             return
         log.info(
             "MQTT %s connected to %s:%s", self.client_id, self.settings.host, self.settings.port
@@ -203,16 +216,13 @@ class MqttConnection:
             self.on_connect(self)
 
     def next_retry_s(self) -> float:
-        """The wait paho is about to take before the next attempt (it doubles from the
-        minimum to the maximum; read from its state, which it updates right after)."""
-        current = getattr(self.client, "_reconnect_delay", None)
-        low = float(getattr(self.client, "_reconnect_min_delay", self.settings.reconnect_min_s))
-        high = float(getattr(self.client, "_reconnect_max_delay", self.settings.reconnect_max_s))
-        return low if current is None else min(2.0 * float(current), high)
+        """The wait before the next connection attempt."""
+        return self._next_retry_s
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         # Without this an unreachable broker was silent: nothing in the log for 22 s.
         self._failed_attempts += 1
+        self._schedule_retry()
         log.warning(
             "MQTT %s: cannot reach %s:%s%s (attempt %d); next try in about %.0f s",
             self.client_id,
@@ -227,7 +237,7 @@ class MqttConnection:
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
         self.connected.clear()
-        self._jitter_backoff()
+        self._schedule_retry()
         if reason is not None and getattr(reason, "is_failure", False):
             log.warning(
                 "MQTT %s disconnected from %s:%s: %s; reconnecting in about %.0f s",
