@@ -94,3 +94,111 @@ def test_ingest_on_galera_loses_nothing_when_its_node_dies(
         assert _rows_on(cluster, node, database) == (MESSAGES, MESSAGES), node
     pub.close()
     engine.dispose()
+
+
+def _node_url(cluster: GaleraCluster, node: int, database: str) -> str:
+    return f"mysql+pymysql://root@127.0.0.1:{cluster.sql_ports[node]}/{database}"
+
+
+def test_second_opinion_workers_on_two_nodes_score_each_clip_once(
+    cluster: GaleraCluster, tmp_path: Path, patch_model, class_map
+) -> None:  # type: ignore[no-untyped-def]
+    """Two workers, each connected to a different node (no HAProxy): SKIP LOCKED does not
+    see the other node's locks, so both may claim the same clips; Galera aborts one of the
+    two commits (certification, error 1213) and that worker must go on, not stop."""
+    import threading
+
+    import numpy as np
+
+    from earwitness.cloud.clipstore import FileClipStore
+    from earwitness.cloud.db.models import Clip, SecondOpinion
+    from earwitness.cloud.secondopinion.backends import YamnetReference
+    from earwitness.cloud.secondopinion.worker import Worker
+    from tests.conftest import MODELS
+    from tests.test_second_opinion import count, store_clips
+
+    database = unique("ew_galera_so")
+    admin = pymysql.connect(host="127.0.0.1", port=cluster.port, user="root", autocommit=True)
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {database}")
+    admin.close()
+    engine = make_engine(cluster.url(database))
+    upgrade(engine)
+    rng = np.random.default_rng(1)
+    waves = [(0.05 * rng.standard_normal(8000)).astype(np.float32) for _ in range(120)]
+    store_clips(engine, tmp_path / "clips", patch_model, class_map, waves)
+    engines = [make_engine(_node_url(cluster, node, database)) for node in (0, 1)]
+    workers = [
+        # One interpreter per worker: a TFLite interpreter is not shared across threads.
+        Worker(e, FileClipStore(tmp_path / "clips"), [YamnetReference(MODELS)], name=f"node{i}")
+        for i, e in enumerate(engines)
+    ]
+    stop = threading.Event()
+    threads = [threading.Thread(target=w.run, args=(stop, 0.2, 20), daemon=True) for w in workers]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(
+            lambda: count(engine, Clip, Clip.status == "done") == len(waves),
+            timeout=180,
+            what="every clip scored",
+        )
+        assert all(t.is_alive() for t in threads), "a worker stopped on a database error"
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert count(engine, SecondOpinion) == len(waves)  # one opinion per clip: none twice
+    with engine.connect() as conn:
+        distinct = conn.execute(select(func.count(func.distinct(SecondOpinion.clip_id))))
+        assert distinct.scalar_one() == len(waves)
+    assert sum(w.processed for w in workers) == len(waves)
+    print(f"certification conflicts waited out: {[w.db_retries for w in workers]}")
+    for e in [*engines, engine]:
+        e.dispose()
+
+
+def test_claims_on_two_nodes_conflict_and_the_loser_is_told_transiently(
+    cluster: GaleraCluster, tmp_path: Path, patch_model, class_map
+) -> None:  # type: ignore[no-untyped-def]
+    """Why the worker must retry: the same clip claimed in open transactions on two
+    nodes (each SKIP LOCKED sees no lock of the other); the second commit fails with a
+    certification conflict that cloud/db/errors classifies as transient, and only the
+    first claim stands."""
+    import numpy as np
+    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.orm import Session
+
+    from earwitness.cloud.db.errors import is_transient
+    from earwitness.cloud.db.models import Clip
+    from earwitness.cloud.db.repo import clips as clip_queue
+    from tests.test_second_opinion import count, store_clips
+
+    database = unique("ew_galera_claim")
+    admin = pymysql.connect(host="127.0.0.1", port=cluster.port, user="root", autocommit=True)
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {database}")
+    admin.close()
+    engine = make_engine(cluster.url(database))
+    upgrade(engine)
+    wave = (0.05 * np.random.default_rng(2).standard_normal(8000)).astype(np.float32)
+    store_clips(engine, tmp_path / "clips", patch_model, class_map, [wave])
+    engines = [make_engine(_node_url(cluster, node, database)) for node in (0, 1)]
+    wait_for(lambda: count(engines[1], Clip) == 1, timeout=30, what="the clip on node 1")
+    first, second = Session(engines[0]), Session(engines[1])
+    try:
+        claimed_a = clip_queue.claim(first, "a", 60)
+        claimed_b = clip_queue.claim(second, "b", 60)
+        assert claimed_a and claimed_b and claimed_a[0].id == claimed_b[0].id
+        first.commit()
+        with pytest.raises(SQLAlchemyError) as failure:
+            second.commit()
+        assert is_transient(failure.value), failure.value
+    finally:
+        first.close()
+        second.close()
+    with Session(engine) as session:
+        clip = session.scalars(select(Clip)).one()
+        assert (clip.status, clip.worker, clip.attempts) == ("claimed", "a", 1)
+    for e in [*engines, engine]:
+        e.dispose()

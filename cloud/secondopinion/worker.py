@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 import threading
 import time
@@ -13,9 +14,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from earwitness.cloud.clipstore import ClipStore, ClipStoreError, ClipStoreUnavailable
 from earwitness.cloud.db.engine import transaction
+from earwitness.cloud.db.errors import is_transient
 from earwitness.cloud.db.models import Clip
 from earwitness.cloud.db.repo import clips as clip_queue
 from earwitness.cloud.db.repo import inferences
@@ -27,6 +30,10 @@ from earwitness.shared.labels import top_group
 from earwitness.shared.service import DEFAULT_STOP_TIMEOUT_S, Health, Service
 
 log = logging.getLogger(__name__)
+
+DB_RETRY_MIN_S, DB_RETRY_MAX_S = 0.1, 10.0
+"""Backoff after a transient database error: a certification conflict clears at once, an
+outage may last minutes."""
 
 
 def _group_name(groups: dict[str, float]) -> str | None:
@@ -55,6 +62,7 @@ class Worker:
         self.processed = 0
         self.failed = 0
         self.store_errors = 0  # times the clip store was down and claimed clips were released
+        self.db_retries = 0  # transient database errors waited out
         self._recent: deque[float] = deque()
 
     def _within_budget(self) -> bool:
@@ -140,8 +148,28 @@ class Worker:
             )
 
     def run(self, stop: threading.Event, idle_s: float = 1.0, batch: int = 8) -> None:
+        """Until ``stop``. A transient database error (a lost connection, a deadlock, a
+        Galera certification conflict between two workers' claims on different nodes)
+        rolled its transaction back: wait and go on. A clip whose result could not be
+        stored stays leased to this worker and is claimed again when the lease ends."""
+        backoff = DB_RETRY_MIN_S
         while not stop.is_set():
-            if self.run_once(limit=batch) == 0:
+            try:
+                claimed = self.run_once(limit=batch)
+            except SQLAlchemyError as exc:
+                if not is_transient(exc):
+                    raise
+                self.db_retries += 1
+                log.warning(
+                    "database error, retrying in %.1f s: %s",
+                    backoff,
+                    str(exc).splitlines()[0][:200],
+                )
+                stop.wait(backoff * random.uniform(0.5, 1.5))
+                backoff = min(backoff * 2, DB_RETRY_MAX_S)
+                continue
+            backoff = DB_RETRY_MIN_S
+            if claimed == 0:
                 stop.wait(idle_s)
 
 
@@ -180,6 +208,7 @@ class SecondOpinionService(Service):
                 "processed": w.processed,
                 "failed": w.failed,
                 "store_errors": w.store_errors,
+                "db_retries": w.db_retries,
                 "error": self._error,
             },
         )
