@@ -149,6 +149,28 @@ def _cmd_db(args: argparse.Namespace) -> int:
             progress=lambda table, n: print(f"{table}: deleted {n} rows", file=sys.stderr),
         )
         print(", ".join(f"{t} {n}" for t, n in counts.items()))
+    elif args.action == "partitions":
+        from datetime import date
+
+        from earwitness.cloud.db import partitions
+
+        created = partitions.roll(engine)
+        if args.since:
+            try:
+                since = date.fromisoformat(f"{args.since}-01")
+            except ValueError:
+                print(f"error: --since {args.since!r}: use YYYY-MM", file=sys.stderr)
+                return 2
+            created = partitions.extend_back(engine, since) + created
+        with engine.connect() as conn:
+            parts = partitions.list_partitions(conn)
+        if not parts:
+            print(f"{partitions.TABLE} is not partitioned (SQLite, or before migration 0009)")
+            return 0
+        if created:
+            print(f"created {', '.join(created)}", file=sys.stderr)
+        for part in parts:
+            print(f"{part.name}\tbelow {part.below or 'MAXVALUE'}\t~{part.rows} rows")
     return 0
 
 
@@ -445,8 +467,15 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=_cmd_tokens)
 
     p = sub.add_parser("db", help="database migrations and maintenance")
-    p.add_argument("action", choices=["upgrade", "downgrade", "current", "prune"])
+    p.add_argument(
+        "action",
+        choices=["upgrade", "downgrade", "current", "prune", "partitions"],
+        help="partitions: create the coming months' partitions of inferences and list them",
+    )
     p.add_argument("revision", nargs="?", default=None, help="target revision (upgrade/downgrade)")
+    p.add_argument(
+        "--since", default=None, help="partitions: also create months back to YYYY-MM (imports)"
+    )
     p.add_argument("--older-than", default="90d", help="prune: age of rows to delete (90d, 12h)")
     p.add_argument("--batch", type=int, default=5000, help="prune: rows per delete")
     _common(p)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine
 
 from earwitness.cloud.clipstore import ClipStore
+from earwitness.cloud.db import partitions
 from earwitness.cloud.db.engine import transaction
 from earwitness.cloud.db.repo import retention
 
@@ -35,8 +36,12 @@ def prune(
 ) -> dict[str, int]:
     cutoff = datetime.now(UTC) - older_than
     counts: dict[str, int] = {}
+    # Whole months of inferences go by partition (MySQL/MariaDB; instant); the rows of
+    # the month the cutoff falls in go by the batched deletes below.
+    partitions.roll(engine)
+    dropped = partitions.drop_before(engine, cutoff)
     for model, column in retention.TIMED:
-        total = 0
+        total = sum(dropped.values()) if model.__tablename__ == partitions.TABLE else 0
         while True:
             with transaction(engine) as session:
                 deleted = retention.delete_batch(session, model, column, cutoff, batch)
