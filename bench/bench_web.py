@@ -3,6 +3,11 @@ api - p50/p95 of a filtered page of 100 inferences from a table of --rows rows
       (default 5,000,000; generated server-side with MariaDB's sequence engine)
 map - 1,000 devices and 100,000 detections: time until headless Chromium has painted the
       device markers and clusters, then the offline basemap (the page's own marks)
+prune - with --span-days: retention of the oldest whole month (a partition drop), timed,
+      and the table's disk use per row and per device-day
+
+Data at scale (issue 17): 20 M rows over 120 days, monthly partitions, all three parts:
+    .venv/bin/python bench/bench_web.py --rows 20000000 --span-days 120 --only scale
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +27,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 import pymysql
+from sqlalchemy import func, select
 
 from bench._common import machine, percentile
 from earwitness.cloud.clipstore import FileClipStore
-from earwitness.cloud.db.engine import make_engine
+from earwitness.cloud.db import partitions
+from earwitness.cloud.db.engine import make_engine, transaction
 from earwitness.cloud.db.migrate import upgrade
+from earwitness.cloud.db.models import Inference
+from earwitness.cloud.db.repo import retention
+from earwitness.cloud.prune import prune
 from earwitness.cloud.settings import CloudSettings
 from earwitness.cloud.web.app import create_app
 from tests.browser import CHROMIUM_ARGS, chromium_path, serve
@@ -34,8 +45,10 @@ GROUPS = ["alarm", "distress", "animal", "speech"]
 LABELS = ["Siren", "Screaming", "Dog", "Speech"]
 
 
-def fill(db: str, rows: int, devices: int) -> None:
-    """Server-side INSERT ... SELECT from seq_1_to_N: millions of rows in a minute."""
+def fill(db: str, rows: int, devices: int, span_days: float = 0) -> None:
+    """Server-side INSERT ... SELECT from seq_1_to_N: millions of rows in a minute. Rows
+    are 15 ms apart going back from now, or spread evenly over ``span_days``."""
+    step_us = int(span_days * 86_400e6 / rows) if span_days else 15_000
     conn = pymysql.connect(host="127.0.0.1", user="root", database=db, autocommit=True)
     t0 = time.perf_counter()
     with conn.cursor() as cur:
@@ -48,7 +61,7 @@ def fill(db: str, rows: int, devices: int) -> None:
                     label, label_index, label_mid, score, top_group, top_group_score, top_k,
                     group_scores, dbfs, inference_ms, model_id, lat, lon, received_at)
                 SELECT CONCAT('m', {start} + seq), CONCAT('dev', (seq % {devices})), 'bench',
-                    seq, UTC_TIMESTAMP(3) - INTERVAL (({start} + seq) * 15 DIV 1000) SECOND,
+                    seq, UTC_TIMESTAMP(3) - INTERVAL (({start} + seq) * {step_us}) MICROSECOND,
                     0.96, ELT(1 + seq % 4, {", ".join(repr(x) for x in LABELS)}), seq % 4,
                     '/m/x', ((seq DIV {devices}) % 100) / 100,
                     ELT(1 + (seq DIV {devices}) % 4, {", ".join(repr(g) for g in GROUPS)}),
@@ -128,11 +141,66 @@ def map_load(chromium: Any, base: str, devices: int) -> dict[str, float]:
         time.sleep(2)
 
 
+def prune_month(engine: Any, db: str, devices: int) -> None:
+    """Disk per row and per device-day, then retention of the oldest whole month: the
+    partition drop, and for contrast the batched row deletes it replaces."""
+    conn = pymysql.connect(host="127.0.0.1", user="root", database=db, autocommit=True)
+    with conn.cursor() as cur:
+        cur.execute("ANALYZE TABLE inferences")
+        cur.execute(
+            "SELECT DATA_LENGTH, INDEX_LENGTH FROM information_schema.TABLES"
+            " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'inferences'"
+        )
+        data, index = cur.fetchone()
+        cur.execute("SELECT COUNT(*) FROM inferences")
+        total = int(cur.fetchone()[0])
+    per_row = (data + index) / total
+    per_day = per_row * 86_400 / 0.48  # every 0.48 s window published (publish: every)
+    print(
+        f"disk: {(data + index) / 2**30:.2f} GiB for {total:,} rows (data {data / 2**30:.2f},"
+        f" indexes {index / 2**30:.2f}): {per_row:.0f} bytes per row, {per_day / 2**20:.0f} MiB"
+        " per device-day publishing every window"
+    )
+    with engine.connect() as c:
+        parts = [p for p in partitions.list_partitions(c) if p.below is not None]
+    oldest = parts[0]
+    assert oldest.below is not None
+    cutoff = datetime(oldest.below.year, oldest.below.month, 1, tzinfo=UTC)
+    t = time.perf_counter()
+    counts = prune(engine, datetime.now(UTC) - cutoff)
+    took = time.perf_counter() - t
+    print(
+        f"prune: month {oldest.name} dropped with its {counts['inferences']:,} rows in"
+        f" {took:.2f} s (partition drop; target <= 5 s)"
+    )
+    # The same by rows: the batched deletes of db prune before partitions (5,000 per batch).
+    with engine.connect() as c:
+        oldest_left = c.execute(select(func.min(Inference.window_start))).scalar_one()
+    t, deleted = time.perf_counter(), 0
+    while deleted < 200_000:
+        with transaction(engine) as session:
+            n = retention.delete_batch(
+                session, Inference, "window_start", oldest_left + timedelta(days=40), 5000
+            )
+        deleted += n
+        if not n:
+            break
+    rate = deleted / (time.perf_counter() - t)
+    print(
+        f"for contrast, row deletes: {deleted:,} rows at {rate:,.0f} rows/s, so a month of"
+        f" {counts['inferences']:,} rows would take ~{counts['inferences'] / rate:.0f} s"
+    )
+    conn.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=5_000_000)
     parser.add_argument("--devices", type=int, default=1000)
-    parser.add_argument("--only", choices=["api", "map"])
+    parser.add_argument("--only", choices=["api", "map", "prune", "scale"])
+    parser.add_argument(
+        "--span-days", type=float, default=0, help="spread the rows over this many days back"
+    )
     parser.add_argument("--loads", type=int, default=10, help="map loads measured after the first")
     parser.add_argument(
         "--keep", default=None, help="use (and keep) this database, filling it only if empty"
@@ -147,6 +215,10 @@ def main() -> None:
         url = f"mysql+pymysql://root@127.0.0.1:3306/{db}"
         engine = make_engine(url)
         upgrade(engine)
+        if args.span_days:  # monthly partitions back to the oldest row (db partitions --since)
+            since = datetime.now(UTC) - timedelta(days=args.span_days)
+            made = partitions.extend_back(engine, since.date())
+            print(f"partitions created back to {since:%Y-%m}: {len(made)}", flush=True)
         rows = args.rows if args.only != "map" else 100_000
         with admin.cursor() as cur:
             cur.execute(f"SELECT COUNT(*) FROM {db}.inferences")
@@ -156,7 +228,7 @@ def main() -> None:
             print(f"using {rows:,} rows already in {db}", flush=True)
         else:
             print(f"filling {rows:,} inference rows for {args.devices} devices ...", flush=True)
-            fill(db, rows, args.devices)
+            fill(db, rows, args.devices, args.span_days)
         clips = Path(tempfile.mkdtemp())
         settings = CloudSettings(
             database_url=url,
@@ -165,7 +237,7 @@ def main() -> None:
         )
         app = create_app(settings, engine, FileClipStore(clips))
         with serve(app) as base:
-            if args.only in (None, "api"):
+            if args.only in (None, "api", "scale"):
                 api(base, args.devices, 20)  # warm-up
                 t = api(base, args.devices)
                 print(
@@ -173,7 +245,7 @@ def main() -> None:
                     f" p50 {statistics.median(t) * 1000:.1f} ms,"
                     f" p95 {percentile(t, 95) * 1000:.1f} ms (uvicorn, 1 worker)"
                 )
-            if args.only in (None, "map"):
+            if args.only in (None, "map", "scale"):
                 from playwright.sync_api import sync_playwright
 
                 with sync_playwright() as p:
@@ -201,6 +273,8 @@ def main() -> None:
                         f"  {what}: first {first[key]:.2f} s,"
                         f" median {statistics.median(times):.2f} s, worst {times[-1]:.2f} s"
                     )
+        if args.only in ("prune", "scale"):
+            prune_month(engine, db, args.devices)
         engine.dispose()
     finally:
         if not args.keep:
