@@ -17,7 +17,8 @@ on the broker equals the watermark, inference rows equal the windows the audio y
 least that for a restarted agent, which replays from the start), nothing dropped.
 
     .venv/bin/python bench/soak.py --short          # CI: about 4 minutes, every fault once
-    .venv/bin/python bench/soak.py --devices 3 --audio-s 60000 --speed 40   # a long run
+    .venv/bin/python bench/soak.py --devices 3 --audio-s 48100 --speed 60 --rounds 2 \
+        --hold 20 --gap 30 --finish-timeout 1500     # a long run: 3 x 100,000 windows
 
 Exit status 0 and `SOAK PASS`, or 1 and `SOAK FAIL` with each failed check.
 """
@@ -353,7 +354,8 @@ def db_connections_killed(s: Soak, hold: float) -> None:
 
 
 def agent_sigkill(s: Soak, hold: float) -> None:
-    device = s.device_ids()[0]
+    """A different agent each round (--rounds), so no replay restarts twice."""
+    device = s.device_ids()[len(s.restarted) % s.devices]
     s.agents[device].kill()
     s.agents[device].wait(10)
     time.sleep(1)
@@ -549,10 +551,11 @@ def run(args: argparse.Namespace) -> int:
     with soak_run(args) as s:
         time.sleep(args.warmup)
         faults = FAULTS + ([("galera node SIGKILL", galera_node_sigkill)] if args.galera else [])
-        for name, fault in faults:
-            log(f"fault: {name} (traffic so far {counts(s)})")
-            fault(s, args.hold)
-            time.sleep(args.gap)
+        for round_ in range(1, args.rounds + 1):
+            for name, fault in faults:
+                log(f"fault: {name}, round {round_}/{args.rounds} (traffic so far {counts(s)})")
+                fault(s, args.hold)
+                time.sleep(args.gap)
         log("faults done; waiting for every agent to finish and drain")
         report = finish_and_verify(s, args.finish_timeout)
         status = print_report(report)
@@ -572,6 +575,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold", type=float, default=10, help="seconds an outage lasts")
     parser.add_argument("--gap", type=float, default=6, help="seconds between faults")
     parser.add_argument("--warmup", type=float, default=8)
+    parser.add_argument("--rounds", type=int, default=1, help="times every fault is injected")
     parser.add_argument("--finish-timeout", type=float, default=300)
     parser.add_argument("--short", action="store_true", help="the CI run: every fault once, fast")
     parser.add_argument("--keep", action="store_true", help="keep the database and files")
