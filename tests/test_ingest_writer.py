@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -225,3 +226,38 @@ def test_watermark_matches_a_naive_count_over_random_batches(engine, tmp_path: P
         assert {s for a, b in left for s in range(a, b + 1)} == {s for s in stored if s > prefix}
 
     check()
+
+
+def test_known_devices_are_rewritten_only_when_something_changed(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A fleet must not cost one device-row update per message: last_seen is written
+    again after SEEN_EVERY_S (30 s), a new location at once."""
+    from earwitness.cloud.ingest.store import SEEN_EVERY_S
+
+    t0 = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)  # messages received as sent
+    name = f"seen{uuid.uuid4().hex[:8]}"  # the database may hold other tests' devices
+    dev = Dev("site1", name, t0=t0)
+    moved = Dev("site1", name, t0=t0, location=(47.0, 15.0))
+    batches = BatchStore(engine)
+    clips = FileClipStore(tmp_path / "clips")
+
+    def store(d: Dev, seq: int) -> None:  # received as the device sent it
+        msg = d.inference(seq)
+        message = RawMessage(d.topic(Kind.INFERENCE), wire(msg), msg.ts)
+        batches.store(prepare([message], clips, Limits(2**19, 4096)))
+
+    def seen() -> tuple[datetime, float | None]:
+        with engine.connect() as conn:
+            query = select(Device.last_seen, Device.lat).where(Device.id == name)
+            row = conn.execute(query).one()
+        return row.last_seen, row.lat
+
+    store(dev, 0)
+    first, lat = seen()
+    assert lat == 48.2082
+    store(dev, 10)  # 4.8 s later: nothing new to say
+    assert seen() == (first, 48.2082)
+    late = int(SEEN_EVERY_S / 0.48) + 2
+    store(dev, late)
+    assert seen()[0] == first + timedelta(seconds=0.48 * late)
+    store(moved, late + 1)  # 0.48 s later, somewhere else: written at once
+    assert seen() == (first + timedelta(seconds=0.48 * (late + 1)), 47.0)

@@ -34,6 +34,14 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+SEEN_EVERY_S = 30.0
+"""A known device's row (last_seen, location, model, version) is written again only when
+one of those changed or its last_seen is this much newer than the one written: otherwise a
+fleet of 10,000 devices meant 10,000 device-row updates per second. ``last_seen`` may lag
+by this much; online/offline comes from status messages, not from it."""
+SEEN_CACHE_MAX = 1_000_000  # devices remembered per writer process before starting over
+_SEEN_FIELDS = ("site", "lat", "lon", "model_id", "software_version")
+
 
 @dataclass
 class WriteResult:
@@ -86,6 +94,27 @@ class BatchStore:
         self.engine = engine
         self.max_retries = max_retries
         self.retries = 0
+        self._seen: dict[str, dict[str, Any]] = {}  # device rows this process wrote last
+
+    def _devices_due(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        due = []
+        for row in rows:
+            last = self._seen.get(row["id"])
+            if (
+                last is None
+                or (row["last_seen"] - last["last_seen"]).total_seconds() >= SEEN_EVERY_S
+                or any(row[k] is not None and row[k] != last[k] for k in _SEEN_FIELDS)
+            ):
+                due.append(row)
+        return due
+
+    def _remember_devices(self, rows: Sequence[dict[str, Any]]) -> None:
+        if len(self._seen) > SEEN_CACHE_MAX:
+            self._seen.clear()
+        for row in rows:
+            last = self._seen.get(row["id"], {})
+            merged = {k: row[k] if row[k] is not None else last.get(k) for k in _SEEN_FIELDS}
+            self._seen[row["id"]] = {**merged, "last_seen": row["last_seen"]}
 
     def _on_retry(self, attempt: int, exc: BaseException) -> None:
         self.retries += 1
@@ -107,8 +136,9 @@ class BatchStore:
 
     def _store_once(self, p: Prepared) -> WriteResult:
         result = WriteResult()
+        due = self._devices_due(list(p.devices.values()))
         with transaction(self.engine) as session:
-            devices.record_seen(session, list(p.devices.values()))
+            devices.record_seen(session, due)
             inserted = 0
             inserted += inferences.add_many(session, p.inferences)
             inserted += events.add_many(session, p.events)
@@ -129,6 +159,7 @@ class BatchStore:
                 payload = hb.model_dump(mode="json", exclude={"v", "kind"})
                 devices.set_last_heartbeat(session, device, payload)
             acks.record_runs(session, seq_runs(p.seqs))
+        self._remember_devices(due)  # only once committed
         result.stored = inserted
         result.duplicates = p.data_rows - inserted
         result.dead_letters = len(p.dead)
