@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pymysql
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 
 from earwitness.cloud.db.engine import make_engine
 from earwitness.cloud.db.migrate import current, upgrade
@@ -44,6 +44,18 @@ def cluster() -> Iterator[GaleraCluster]:
         c.cleanup()
 
 
+def _migrated_database(cluster: GaleraCluster, prefix: str) -> tuple[str, Engine]:
+    """A new database on the cluster (through HAProxy), migrated to head."""
+    database = unique(prefix)
+    admin = pymysql.connect(host="127.0.0.1", port=cluster.port, user="root", autocommit=True)
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {database}")
+    admin.close()
+    engine = make_engine(cluster.url(database))
+    upgrade(engine)
+    return database, engine
+
+
 def _rows_on(cluster: GaleraCluster, node: int, database: str) -> tuple[int, int]:
     conn = pymysql.connect(host="127.0.0.1", port=cluster.sql_ports[node], user="root",
                            database=database)  # fmt: skip
@@ -58,14 +70,9 @@ def test_ingest_on_galera_loses_nothing_when_its_node_dies(
     cluster: GaleraCluster, tmp_path: Path
 ) -> None:
     assert cluster.cluster_size() == 3
-    database = unique("ew_galera")
-    admin = pymysql.connect(host="127.0.0.1", port=cluster.port, user="root", autocommit=True)
-    with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {database}")
-    admin.close()
+    # every table has a primary key: Galera replicates nothing else well
+    database, engine = _migrated_database(cluster, "ew_galera")
     url = cluster.url(database)
-    engine = make_engine(url)
-    upgrade(engine)  # every table has a primary key: Galera replicates nothing else well
     assert current(engine) is not None
     site = unique("s")
     dev = Dev(site, "dev1")
@@ -117,13 +124,7 @@ def test_second_opinion_workers_on_two_nodes_score_each_clip_once(
     from tests.conftest import MODELS
     from tests.test_second_opinion import count, store_clips
 
-    database = unique("ew_galera_so")
-    admin = pymysql.connect(host="127.0.0.1", port=cluster.port, user="root", autocommit=True)
-    with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {database}")
-    admin.close()
-    engine = make_engine(cluster.url(database))
-    upgrade(engine)
+    database, engine = _migrated_database(cluster, "ew_galera_so")
     rng = np.random.default_rng(1)
     waves = [(0.05 * rng.standard_normal(8000)).astype(np.float32) for _ in range(120)]
     store_clips(engine, tmp_path / "clips", patch_model, class_map, waves)
@@ -174,13 +175,7 @@ def test_claims_on_two_nodes_conflict_and_the_loser_is_told_transiently(
     from earwitness.cloud.db.repo import clips as clip_queue
     from tests.test_second_opinion import count, store_clips
 
-    database = unique("ew_galera_claim")
-    admin = pymysql.connect(host="127.0.0.1", port=cluster.port, user="root", autocommit=True)
-    with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {database}")
-    admin.close()
-    engine = make_engine(cluster.url(database))
-    upgrade(engine)
+    database, engine = _migrated_database(cluster, "ew_galera_claim")
     wave = (0.05 * np.random.default_rng(2).standard_normal(8000)).astype(np.float32)
     store_clips(engine, tmp_path / "clips", patch_model, class_map, [wave])
     engines = [make_engine(_node_url(cluster, node, database)) for node in (0, 1)]
