@@ -48,13 +48,27 @@ def name_of(month: date) -> str:
     return f"p{month.year:04d}{month.month:02d}"
 
 
-def _definitions(first: date, last: date) -> str:
-    """``pYYYYMM`` for every month from ``first`` to ``last``, then ``pmax``."""
-    parts, month = [], first
-    while month <= last:
-        parts.append(f"PARTITION {name_of(month)} VALUES LESS THAN ('{next_month(month)}')")
+def _months(first: date, stop: date) -> list[tuple[str, str]]:
+    """(name, definition) of a partition per month from ``first`` up to, not including,
+    ``stop``."""
+    out, month = [], first
+    while month < stop:
+        out.append(
+            (name_of(month), f"PARTITION {name_of(month)} VALUES LESS THAN ('{next_month(month)}')")
+        )
         month = next_month(month)
-    return ", ".join([*parts, "PARTITION pmax VALUES LESS THAN (MAXVALUE)"])
+    return out
+
+
+def _months_after(today: date | None, n: int) -> date:
+    """The month ``n`` months after the current (or ``today``'s) one."""
+    month = month_start(today or datetime.now(UTC).date())
+    for _ in range(n):
+        month = next_month(month)
+    return month
+
+
+PMAX = "PARTITION pmax VALUES LESS THAN (MAXVALUE)"
 
 
 def is_partitioned(conn: Connection) -> bool:
@@ -86,20 +100,18 @@ def partition_table(conn: Connection, today: date | None = None) -> None:
     (or the current one) to ``MONTHS_AHEAD`` months ahead. Rewrites the table once."""
     if not is_mysql(conn) or is_partitioned(conn):
         return
-    now = month_start(today or datetime.now(UTC).date())
+    now = _months_after(today, 0)
     oldest = conn.execute(text(f"SELECT MIN({COLUMN}) FROM {TABLE}")).scalar()
     first = min(now, month_start(oldest)) if oldest is not None else now
     first = max(first, date(now.year - 5, now.month, 1))  # older rows share the first month
-    last = now
-    for _ in range(MONTHS_AHEAD):
-        last = next_month(last)
     conn.execute(
         text(
             f"ALTER TABLE {TABLE} DROP PRIMARY KEY, ADD PRIMARY KEY (id, {COLUMN}),"
             f" DROP INDEX message_id, ADD UNIQUE KEY uq_inferences_message (message_id, {COLUMN})"
         )
     )
-    definitions = _definitions(first, last)
+    months = _months(first, _months_after(today, MONTHS_AHEAD + 1))
+    definitions = ", ".join([*(d for _, d in months), PMAX])
     conn.execute(text(f"ALTER TABLE {TABLE} PARTITION BY RANGE COLUMNS({COLUMN}) ({definitions})"))
 
 
@@ -125,19 +137,11 @@ def roll(engine: Engine, today: date | None = None) -> list[str]:
         if not parts:
             return []
         last = max(p.below for p in parts if p.below is not None)  # first month not covered
-        target = month_start(today or datetime.now(UTC).date())
-        for _ in range(MONTHS_AHEAD + 1):
-            target = next_month(target)
-        created, month, defs = [], last, []
-        while month < target:
-            created.append(name_of(month))
-            defs.append(f"PARTITION {name_of(month)} VALUES LESS THAN ('{next_month(month)}')")
-            month = next_month(month)
-        if defs:
-            defs.append("PARTITION pmax VALUES LESS THAN (MAXVALUE)")
-            split = ", ".join(defs)
+        months = _months(last, _months_after(today, MONTHS_AHEAD + 1))
+        if months:
+            split = ", ".join([*(d for _, d in months), PMAX])
             conn.execute(text(f"ALTER TABLE {TABLE} REORGANIZE PARTITION pmax INTO ({split})"))
-        return created
+        return [name for name, _ in months]
 
 
 def extend_back(engine: Engine, since: date) -> list[str]:
@@ -154,15 +158,11 @@ def extend_back(engine: Engine, since: date) -> list[str]:
         since = month_start(since)
         if since >= first_month:
             return []
-        created, month, defs = [], since, []
-        while month < first_month:
-            created.append(name_of(month))
-            defs.append(f"PARTITION {name_of(month)} VALUES LESS THAN ('{next_month(month)}')")
-            month = next_month(month)
-        defs.append(f"PARTITION {first.name} VALUES LESS THAN ('{first.below}')")
-        split = ", ".join(defs)
+        months = _months(since, first_month)
+        kept = f"PARTITION {first.name} VALUES LESS THAN ('{first.below}')"
+        split = ", ".join([*(d for _, d in months), kept])
         conn.execute(text(f"ALTER TABLE {TABLE} REORGANIZE PARTITION {first.name} INTO ({split})"))
-        return created
+        return [name for name, _ in months]
 
 
 def drop_before(engine: Engine, cutoff: datetime) -> dict[str, int]:
