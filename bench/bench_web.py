@@ -141,7 +141,7 @@ def map_load(chromium: Any, base: str, devices: int) -> dict[str, float]:
         time.sleep(2)
 
 
-def prune_month(engine: Any, db: str, devices: int) -> None:
+def prune_month(engine: Any, db: str) -> None:
     """Disk per row and per device-day, then retention of the oldest whole month: the
     partition drop, and for contrast the batched row deletes it replaces."""
     conn = pymysql.connect(host="127.0.0.1", user="root", database=db, autocommit=True)
@@ -274,7 +274,7 @@ def main() -> None:
                         f" median {statistics.median(times):.2f} s, worst {times[-1]:.2f} s"
                     )
         if args.only in ("prune", "scale"):
-            prune_month(engine, db, args.devices)
+            prune_month(engine, db)
         engine.dispose()
     finally:
         if not args.keep:
