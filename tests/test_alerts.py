@@ -165,6 +165,35 @@ def test_alert_only_when_close_in_time_and_place(
     assert len(stack.webhook.requests) == alerts
 
 
+def test_an_alert_the_database_refused_is_stored_when_it_is_back(stack: Stack) -> None:
+    """The rule engine decides before the alert is stored. The alerts table is made to
+    vanish (renamed away on the real server) just as the evidence arrives, so storing the
+    decision fails; when it is back, the alert is made once and sent once (before the fix
+    the engine had counted the evidence as used and the alert was lost until a restart)."""
+    service = AlertService(stack.settings(email=None, mqtt=False), stack.engine)
+    service.start()
+    with stack.engine.connect() as conn:
+        conn.exec_driver_sql("RENAME TABLE alerts TO alerts_away")
+    try:
+        dev = stack.device("dev1")
+        stack.send(dev, 0, "glass_break", 0)
+        stack.send(dev, 1, "scream", 2)
+        wait_for(lambda: service.error is not None, what="storing the alert failed")
+        assert "alerts" in str(service.error), service.error  # the operator sees what
+        time.sleep(1.0)  # more polls while the table is away
+    finally:
+        with stack.engine.connect() as conn:
+            conn.exec_driver_sql("RENAME TABLE alerts_away TO alerts")
+    try:
+        wait_for(lambda: len(stack.webhook.requests) >= 1, what="the alert sent after all")
+        wait_for(lambda: service.error is None, what="the service healthy again")
+        time.sleep(1.5)  # room for a duplicate
+    finally:
+        service.stop()
+    assert stack.count(Alert) == 1 and stack.count(AlertEvidence) == 2
+    assert len(stack.webhook.requests) == 1 and stack.webhook.signatures_valid()
+
+
 def test_webhook_down_for_30_s_is_delivered_once_after_it_returns(stack: Stack) -> None:
     stack.webhook.stop()
     service = AlertService(stack.settings(email=None, mqtt=False, max_attempts=40), stack.engine)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pymysql
@@ -15,6 +16,8 @@ from sqlalchemy import Engine, func, select
 from earwitness.cloud.db.engine import make_engine
 from earwitness.cloud.db.migrate import current, upgrade
 from earwitness.cloud.db.models import Inference
+from earwitness.shared.topics import Kind
+from tests.factories import T0
 from tests.factories import Device as Dev
 from tests.galera import GaleraCluster, missing_tools
 from tests.ingest_helpers import (
@@ -197,3 +200,83 @@ def test_claims_on_two_nodes_conflict_and_the_loser_is_told_transiently(
         assert (clip.status, clip.worker, clip.attempts) == ("claimed", "a", 1)
     for e in [*engines, engine]:
         e.dispose()
+
+
+def test_alert_replicas_on_two_nodes_make_each_alert_once_and_the_web_shows_them(
+    cluster: GaleraCluster, tmp_path: Path
+) -> None:
+    """Two alert services, each on its own node, decide the same alerts at the same time.
+    Their inserts of one fingerprint conflict across nodes (Galera aborts one commit with
+    1213 instead of waiting on a lock); the loser must rebuild from what the cluster holds,
+    not drop the alert or make a second one. Then the web app, through HAProxy, lists
+    them and draws them on the map."""
+    from earwitness.cloud.alerts.service import AlertService
+    from earwitness.cloud.db.models import Alert, AlertEvidence, Notification
+    from earwitness.cloud.settings import CloudSettings
+    from earwitness.cloud.web.auth import create_token
+    from tests.alert_helpers import WebhookReceiver, alert_settings
+    from tests.test_alerts import M_PER_DEG_LAT, event
+    from tests.web_helpers import client, web_settings
+
+    pairs = 20
+    database, engine = _migrated_database(cluster, "ew_galera_alerts")
+    site = unique("s")
+    webhook = WebhookReceiver()
+    webhook.start()
+    replicas = [
+        AlertService(
+            CloudSettings(
+                database_url=_node_url(cluster, node, database),
+                alerts=alert_settings(webhook, None, mqtt=False),
+            ),
+            make_engine(_node_url(cluster, node, database)),
+        )
+        for node in (0, 1)
+    ]
+    pub = Publisher()
+    # 20 km apart: each device's glass and scream are one alert of their own.
+    devices = [
+        Dev(site, f"dev{i}", location=(48.2 + i * 20_000 / M_PER_DEG_LAT, 16.37))
+        for i in range(pairs)
+    ]
+
+    def count(model: object) -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(model)).scalar_one())
+
+    try:
+        with running_ingest(ingest_settings(cluster.url(database), site), tmp_path / "clips"):
+            for r in replicas:
+                r.start()
+            for i, dev in enumerate(devices):
+                pub.publish(dev.topic(Kind.EVENT), event(dev, 0, "glass_break", i * 0.1))
+                pub.publish(dev.topic(Kind.EVENT), event(dev, 1, "scream", i * 0.1 + 2))
+            wait_for(lambda: count(Alert) == pairs, timeout=60, what="every alert made")
+            wait_for(lambda: len(webhook.requests) >= pairs, timeout=60, what="every webhook")
+            time.sleep(2.0)  # room for a duplicate
+            assert all(r.health().ok for r in replicas), [r.health() for r in replicas]
+    finally:
+        for r in replicas:
+            r.stop()
+            r.engine.dispose()
+        webhook.stop()
+        pub.close()
+    assert count(Alert) == pairs and count(AlertEvidence) == 2 * pairs
+    assert count(Notification) == pairs and len(webhook.requests) == pairs
+    assert webhook.signatures_valid()
+    print(f"decisions per replica: {[r.decisions for r in replicas]}")
+
+    settings = web_settings(cluster.url(database), tmp_path / "clips")
+    web = client(settings, engine)
+    web.headers["Authorization"] = f"Bearer {create_token(engine, 'galera-read', 'read')}"
+    around = {
+        "start": (T0 - timedelta(hours=1)).isoformat(),
+        "end": (T0 + timedelta(hours=1)).isoformat(),
+    }
+    listed = web.get("/api/v1/alerts", params={**around, "limit": 100})
+    assert listed.status_code == 200, listed.text
+    assert len(listed.json()) == pairs and {a["rule"] for a in listed.json()} == {"distress"}
+    drawn = web.get("/map/data", params=around)
+    assert drawn.status_code == 200, drawn.text
+    assert len(drawn.json()["alerts"]) == pairs
+    engine.dispose()

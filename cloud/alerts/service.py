@@ -208,6 +208,14 @@ class AlertService(Service):
         if recent:
             self.cursor = max(self.cursor, max(e.id for e in recent))
 
+    def _rebuild(self) -> None:
+        """Back to what the database holds, as after a restart. The rule engine decides
+        before the alert is stored: when storing failed (an outage, a deadlock, a Galera
+        certification conflict), it has already counted that evidence as used and would
+        never decide on it again, and the alert would be lost until a restart."""
+        self.rule_engine = RuleEngine(self.settings.rules)
+        self._warm_up()
+
     def poll_once(self) -> int:
         with transaction(self.engine) as session:
             rows = repo.events_after(session, max(0, self.cursor - RESCAN_IDS), BATCH)
@@ -257,14 +265,19 @@ class AlertService(Service):
                 )
 
     def _evaluate_loop(self) -> None:
+        stale = False  # the rule engine may hold decisions the database never stored
         while not self._stop.is_set():
             try:
+                if stale:
+                    self._rebuild()
+                    stale = False
                 busy = self.poll_once() >= BATCH
                 self.error = None
             except Exception as exc:  # a database outage: report, keep trying
                 self.error = f"evaluate: {type(exc).__name__}: {exc}"[:500]
                 log.warning("alerts: %s", self.error)
                 busy = False
+                stale = True
             if not busy:
                 self._stop.wait(self.settings.poll_s)
 
