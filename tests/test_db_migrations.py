@@ -45,9 +45,10 @@ def _check_up_and_down(url: str) -> None:
     assert {
         "ix_inferences_device_time",
         "ix_inferences_label_time",
-        "ix_inferences_time",
+        "ix_inferences_time_spot",
         "ix_inferences_device_group_time",
     } <= idx
+    assert "ix_inferences_time" not in idx  # 0010: a prefix of the covering index
     columns = {c["name"] for c in inspect(engine).get_columns("inferences")}
     assert {"custom_label", "custom_score"} <= columns and "ix_inferences_custom_time" in idx
     assert "head_artifacts" in inspect(engine).get_table_names()
@@ -57,6 +58,9 @@ def _check_up_and_down(url: str) -> None:
         assert len(parts) == 1 + partitions.MONTHS_AHEAD + 1 and parts[-1].name == "pmax"
     else:
         assert parts == []
+    migrate.downgrade(engine, "-1")  # 0010: the time index back to window_start alone
+    idx = {i["name"] for i in inspect(engine).get_indexes("inferences")}
+    assert "ix_inferences_time" in idx and "ix_inferences_time_spot" not in idx
     migrate.downgrade(engine, "-1")  # 0009: partitions
     with engine.connect() as conn:
         assert partitions.list_partitions(conn) == []

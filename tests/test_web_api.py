@@ -260,3 +260,31 @@ def test_every_json_route_has_a_typed_response_model(api) -> None:  # type: igno
             assert model.get("properties"), f"{method} {path}: {ref} has no fields"
             checked += 1
     assert checked >= 12
+
+
+def test_the_map_query_reads_only_its_covering_index() -> None:
+    """Every column the map's detection query names (selected, filtered on, ordered by) is
+    in ix_inferences_time_spot, so MySQL answers from that index without row lookups. A
+    column added to the query but not to the index fails here, not at 20 M rows."""
+    from sqlalchemy import Column
+    from sqlalchemy.orm import Session
+    from sqlalchemy.sql import visitors
+
+    from earwitness.cloud.db.models import Inference
+    from earwitness.cloud.db.repo import inferences
+    from earwitness.cloud.db.repo.filters import Filters
+
+    index = next(i for i in Inference.__table__.indexes if i.name == "ix_inferences_time_spot")
+    covered = {c.name for c in index.columns} | {"id"}  # the primary key is in every index
+    assert next(iter(index.columns)).name == "window_start"  # it gives the time order
+    now = datetime.now(UTC)
+    for group, device in ((None, None), ("alarm", None), ("alarm", "vienna")):
+        f = Filters(now - timedelta(days=1), now, None, group, device, None)
+        q = inferences.recent_detections(Session(), f, 0.3, 1000)
+        named = {
+            e.name
+            for e in visitors.iterate(q, {"column_collections": False})
+            if isinstance(e, Column) and e.table is Inference.__table__
+        }
+        assert {"window_start", "top_group_score", "lat"} <= named  # the walk sees them
+        assert named <= covered, f"not in the index: {named - covered}"

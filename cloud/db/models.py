@@ -78,7 +78,16 @@ class Inference(Base):
     __table_args__ = (
         Index("ix_inferences_device_time", "device_id", "window_start"),
         Index("ix_inferences_label_time", "label", "window_start"),
-        Index("ix_inferences_time", "window_start"),
+        # Covers the map's newest-detections query: no row lookups (migration 0010).
+        Index(
+            "ix_inferences_time_spot",
+            "window_start",
+            "top_group",
+            "top_group_score",
+            "device_id",
+            "lat",
+            "lon",
+        ),
         Index("ix_inferences_group_time", "top_group", "window_start"),
         Index("ix_inferences_device_group_time", "device_id", "top_group", "window_start"),
         Index("ix_inferences_custom_time", "custom_label", "window_start"),

@@ -213,22 +213,7 @@ def detection_spots(
     session: Session, f: Filters, min_score: float, limit: int
 ) -> list[DetectionSpot]:
     """The newest ``limit`` detections in the filters, aggregated in the database."""
-    recent = (
-        select(
-            Inference.id,
-            Inference.device_id,
-            Inference.lat,
-            Inference.lon,
-            Inference.top_group,
-            Inference.top_group_score,
-        )
-        .where(*_detection_conditions(session, f, min_score))
-        # Newest by window time: the time index gives this order, so the database stops
-        # after `limit` rows instead of sorting every row in range (ordering by id did).
-        .order_by(Inference.window_start.desc())
-        .limit(limit)
-        .subquery()
-    )
+    recent = recent_detections(session, f, min_score, limit).subquery()
     q = select(
         recent.c.device_id,
         recent.c.lat,
@@ -242,6 +227,31 @@ def detection_spots(
         DetectionSpot(d, float(la), float(lo), g, int(n), float(s), int(i))
         for d, la, lo, g, n, s, i in session.execute(q).all()
     ]
+
+
+SpotRow = Select[int, str, float | None, float | None, str | None, float | None]
+
+
+def recent_detections(session: Session, f: Filters, min_score: float, limit: int) -> SpotRow:
+    """The rows the map groups. Unless a label or custom class is filtered on, every column
+    named here is in ix_inferences_time_spot (and the primary key is in every index), so
+    the database reads that index, never the rows: for 100,000 detections 346 pages
+    instead of 300,000. A test holds the two together."""
+    return (
+        select(
+            Inference.id,
+            Inference.device_id,
+            Inference.lat,
+            Inference.lon,
+            Inference.top_group,
+            Inference.top_group_score,
+        )
+        .where(*_detection_conditions(session, f, min_score))
+        # Newest by window time: the time index gives this order, so the database stops
+        # after `limit` rows instead of sorting every row in range (ordering by id did).
+        .order_by(Inference.window_start.desc())
+        .limit(limit)
+    )
 
 
 @dataclass(frozen=True)
