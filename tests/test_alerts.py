@@ -303,3 +303,41 @@ def test_home_assistant_discovery_configs_are_retained_and_point_at_real_topics(
     assert len(set(ids)) == len(ids) == 7  # Home Assistant keys entities by unique_id
     for config in seen.values():
         assert config["device"]["identifiers"] and config["name"]
+
+
+def test_a_rule_saved_through_the_api_runs_without_a_restart_and_stops_when_deleted(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from earwitness.cloud.alerts import service as service_module
+    from earwitness.cloud.db.repo import alert_rules
+
+    monkeypatch.setattr(service_module, "RULES_RELOAD_S", 0.2)
+    service = AlertService(stack.settings(email=None, mqtt=False), stack.engine)
+    service.start()
+    try:
+        a, b = stack.device("a"), stack.device("b", north_m=5000)
+        stack.send(a, 0, "Gunshot, gunfire", 0)  # no rule names it yet
+        wait_for(lambda: stack.stored_events() == 1, what="event stored")
+        wait_for(lambda: service.cursor > 0, what="read by the alert service")
+        assert stack.count(Alert) == 0
+        with transaction(stack.engine) as s:
+            alert_rules.put(s, "gunshot", {"any_of": [{"label": "Gunshot, gunfire"}]}, "test")
+        wait_for(lambda: "gunshot" in service.rules, what="the new rule loaded")
+        # The new rule also looks at the recent events (the engine's warm-up): one alert
+        # for the shot just before, and one for a shot after.
+        stack.send(b, 0, "Gunshot, gunfire", 1)
+        wait_for(lambda: stack.count(Alert) == 2, what="an alert per shot")
+        with transaction(stack.engine) as s:
+            alert_rules.remove(s, "gunshot")
+        wait_for(lambda: "gunshot" not in service.rules, what="the rule dropped")
+        c = stack.device("c", north_m=10_000)
+        stack.send(c, 0, "Gunshot, gunfire", 2)
+        wait_for(lambda: stack.stored_events() == 3, what="the third shot stored")
+        time.sleep(1.0)
+        assert service.error is None, service.error
+    finally:
+        service.stop()
+    assert stack.count(Alert) == 2
+    with transaction(stack.engine) as s:
+        rules = {a.device_id: a.rule for a in s.scalars(select(Alert))}
+    assert rules == {"a": "gunshot", "b": "gunshot"}

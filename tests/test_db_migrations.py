@@ -58,6 +58,9 @@ def _check_up_and_down(url: str) -> None:
         assert len(parts) == 1 + partitions.MONTHS_AHEAD + 1 and parts[-1].name == "pmax"
     else:
         assert parts == []
+    assert "alert_rules" in inspect(engine).get_table_names()
+    migrate.downgrade(engine, "-1")  # 0011: alert rules made through the API
+    assert "alert_rules" not in inspect(engine).get_table_names()
     migrate.downgrade(engine, "-1")  # 0010: the time index back to window_start alone
     idx = {i["name"] for i in inspect(engine).get_indexes("inferences")}
     assert "ix_inferences_time" in idx and "ix_inferences_time_spot" not in idx

@@ -75,3 +75,57 @@ def test_dead_notifications_are_listed_for_admins(app: Any) -> None:
     assert [(d["alert_id"], d["status"], d["last_error"]) for d in dead] == [
         (alert_id, "dead", "http://hook: HTTP 500")
     ]
+
+
+def test_alert_rules_through_the_api(app: Any, db_url: str, tmp_path: Path) -> None:
+    """Rules made, replaced and deleted by admins; listed beside the settings file's,
+    which the API refuses to change; bad rules refused naming the field."""
+    from earwitness.cloud.settings import CloudSettings
+    from tests.alert_helpers import DISTRESS_RULE
+
+    _c, read, admin, _alert_id, engine = app
+    settings = CloudSettings(
+        database_url=db_url,
+        clips={"url": str(tmp_path / "clips")},
+        web={"auth": True},
+        alerts={"rules": [DISTRESS_RULE]},
+    )
+    c = client(settings, engine)
+    gunshot = {"severity": "critical", "any_of": [{"label": "Gunshot, gunfire", "min_score": 0.6}]}
+    url = "/api/v1/alert-rules/gunshot"
+    assert c.put(url, headers=read, json=gunshot).status_code == 403
+    made = c.put(url, headers=admin, json=gunshot)
+    assert made.status_code == 201, made.text
+    assert made.json()["definition"]["any_of"] == gunshot["any_of"]
+    assert made.json()["updated_by"] == "night-shift"
+    replaced = c.put(url, headers=admin, json={**gunshot, "rate_limit_s": 60})
+    assert replaced.status_code == 200 and replaced.json()["definition"]["rate_limit_s"] == 60
+    listed = c.get("/api/v1/alert-rules", headers=read).json()
+    assert [(r["name"], r["source"]) for r in listed] == [
+        ("distress", "settings"),
+        ("gunshot", "api"),
+    ]
+    assert listed[0]["definition"]["all_of"][0]["label"] == "glass_break"
+
+    # The settings file's rule is changed there, not here.
+    refused = c.put("/api/v1/alert-rules/distress", headers=admin, json=gunshot)
+    assert refused.status_code == 409 and "settings file" in refused.text
+    assert c.delete("/api/v1/alert-rules/distress", headers=admin).status_code == 409
+    # Bad rules: the field at fault is named.
+    for body, field in (
+        ({"any_of": [{"label": "x"}], "all_of": [{"label": "a"}, {"label": "b"}]}, "exactly one"),
+        ({"any_of": [{"label": "x", "min_score": 7}]}, "min_score"),
+        ({"any_of": [{"label": "x"}], "within_s": -1}, "within_s"),
+        ({"any_of": [{"label": "x"}], "colour": "red"}, "colour"),
+        ({"any_of": [{"label": "x"}], "sites": ["s"] * 101}, "sites"),
+    ):
+        r = c.put("/api/v1/alert-rules/bad", headers=admin, json=body)
+        assert r.status_code == 422 and field in r.text, (body, r.text)
+    assert (
+        c.put("/api/v1/alert-rules/Not%20a%20topic", headers=admin, json=gunshot).status_code == 422
+    )
+
+    assert c.delete(url, headers=read).status_code == 403
+    assert c.delete(url, headers=admin).status_code == 204
+    assert c.delete(url, headers=admin).status_code == 404
+    assert [r["name"] for r in c.get("/api/v1/alert-rules", headers=read).json()] == ["distress"]

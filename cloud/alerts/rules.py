@@ -15,7 +15,7 @@ Labels are what devices report: a custom head's class (``scream``), an AudioSet 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -29,8 +29,12 @@ class Evidence(StrictModel):
     min_score: float = Field(0.5, ge=0, le=1, description="weakest detection that counts")
 
 
-class Rule(StrictModel):
-    name: str = Field(description="unique; lower-case letters, digits, _ and -")
+SiteName = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class RuleBody(StrictModel):
+    """A rule without its name: what ``PUT /api/v1/alert-rules/{name}`` takes."""
+
     severity: Literal["info", "warning", "critical"] = "warning"
     all_of: list[Evidence] | None = Field(
         None, min_length=2, max_length=8, description="correlation: every class, close together"
@@ -43,17 +47,12 @@ class Rule(StrictModel):
     rate_limit_s: float = Field(
         300.0, ge=0, le=86_400, description="single-class rules: one alert per device per this"
     )
-    sites: list[str] = Field(default_factory=list, description="only these sites (empty: all)")
-
-    @field_validator("name")
-    @classmethod
-    def _name_ok(cls, value: str) -> str:
-        if not RULE_NAME.match(value):
-            raise ValueError("use 1-64 lower-case letters, digits, _ or - (an MQTT topic level)")
-        return value
+    sites: list[SiteName] = Field(
+        default_factory=list, max_length=100, description="only these sites (empty: all)"
+    )
 
     @model_validator(mode="after")
-    def _one_kind(self) -> Rule:
+    def _one_kind(self) -> RuleBody:
         if (self.all_of is None) == (self.any_of is None):
             raise ValueError("a rule has exactly one of all_of (correlation) or any_of")
         if self.all_of is not None:
@@ -61,6 +60,17 @@ class Rule(StrictModel):
             if len(set(labels)) != len(labels):
                 raise ValueError(f"all_of lists a label twice: {labels}")
         return self
+
+
+class Rule(RuleBody):
+    name: str = Field(description="unique; lower-case letters, digits, _ and -")
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, value: str) -> str:
+        if not RULE_NAME.match(value):
+            raise ValueError("use 1-64 lower-case letters, digits, _ or - (an MQTT topic level)")
+        return value
 
     @property
     def evidence(self) -> list[Evidence]:

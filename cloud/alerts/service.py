@@ -11,14 +11,17 @@ notification leases keep two replicas from sending the same one at once.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import Engine
 
 from earwitness.cloud.alerts import homeassistant
@@ -34,6 +37,7 @@ from earwitness.cloud.alerts.notify import (
 from earwitness.cloud.alerts.rules import AlertSettings, Rule
 from earwitness.cloud.db.engine import transaction
 from earwitness.cloud.db.models import Alert, AlertEvidence, Event
+from earwitness.cloud.db.repo import alert_rules as rules_repo
 from earwitness.cloud.db.repo import alerts as repo
 from earwitness.cloud.db.repo import devices as device_repo
 from earwitness.cloud.settings import CloudSettings
@@ -41,6 +45,7 @@ from earwitness.shared.service import DEFAULT_STOP_TIMEOUT_S, Health, Service
 
 log = logging.getLogger(__name__)
 
+RULES_RELOAD_S = 5.0  # how soon a rule saved through the API runs, and goes
 RESCAN_IDS = 500  # events re-read each poll: covers ids committed out of order
 BATCH = 5000  # events per poll
 LEASE_S = 60.0  # a notification being sent; another replica may take it after this
@@ -142,6 +147,7 @@ class AlertService(Service):
         self.sent = 0
         self.failed = 0
         self.error: str | None = None
+        self._rules_seen: str | None = None  # the API's rules as last read
 
     def channels_for(self, rule: Rule) -> list[str]:
         names = []
@@ -160,7 +166,8 @@ class AlertService(Service):
     def start(self) -> None:
         if self.mqtt is not None:
             self.mqtt.start()
-        self._warm_up()
+        self.refresh_rules()
+        self._rebuild()
         for t in self._threads:
             t.start()
 
@@ -183,6 +190,7 @@ class AlertService(Service):
                 "threads": alive,
                 "mqtt": mqtt,
                 "cursor": self.cursor,
+                "rules": len(self.rules),
                 "decisions": self.decisions,
                 "sent": self.sent,
                 "failed": self.failed,
@@ -213,7 +221,7 @@ class AlertService(Service):
         before the alert is stored: when storing failed (an outage, a deadlock, a Galera
         certification conflict), it has already counted that evidence as used and would
         never decide on it again, and the alert would be lost until a restart."""
-        self.rule_engine = RuleEngine(self.settings.rules)
+        self.rule_engine = RuleEngine(list(self.rules.values()))
         self._warm_up()
 
     def poll_once(self) -> int:
@@ -264,10 +272,42 @@ class AlertService(Service):
                     ", ".join(f"{e.label}@{e.device_id}" for e in decision.evidence),
                 )
 
+    def refresh_rules(self) -> bool:
+        """The settings file's rules and those made through the API (a name in both: the
+        file's). True when they changed: the rule engine must then be rebuilt, and its
+        warm-up runs the new rules over the recent events too. A stored rule this version
+        cannot read is reported once and not run; the others still are."""
+        with transaction(self.engine) as session:
+            rows = [(r.name, r.definition) for r in rules_repo.listing(session)]
+        seen = json.dumps(rows, sort_keys=True, default=str)
+        if seen == self._rules_seen:
+            return False
+        self._rules_seen = seen
+        rules = {r.name: r for r in self.settings.rules}
+        for name, definition in rows:
+            if name in rules:
+                log.warning(
+                    "alerts: rule %r is in the settings file and the API: the file's runs", name
+                )
+                continue
+            try:
+                rules[name] = Rule.model_validate({**definition, "name": name})
+            except (ValidationError, TypeError) as exc:
+                log.error("alerts: rule %r from the API is invalid, not run: %s", name, exc)
+        changed = rules != self.rules
+        self.rules = rules
+        if changed:
+            log.info("alerts: running %d rules: %s", len(rules), ", ".join(sorted(rules)))
+        return changed
+
     def _evaluate_loop(self) -> None:
         stale = False  # the rule engine may hold decisions the database never stored
+        reloaded = time.monotonic()
         while not self._stop.is_set():
             try:
+                if time.monotonic() - reloaded >= RULES_RELOAD_S:
+                    reloaded = time.monotonic()
+                    stale = self.refresh_rules() or stale  # a new engine needs warming up
                 if stale:
                     self._rebuild()
                     stale = False
@@ -295,7 +335,7 @@ class AlertService(Service):
         for d in known:
             configs.extend(homeassistant.device_configs(ha.prefix, d))
         for site in sorted({d.site for d in known}):
-            for rule in self.settings.rules:
+            for rule in list(self.rules.values()):  # the evaluator may replace the dict
                 if not rule.sites or site in rule.sites:
                     configs.append(homeassistant.alert_config(ha.prefix, site, rule.name))
         published = 0

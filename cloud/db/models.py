@@ -392,6 +392,22 @@ class AlertCursor(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
+class AlertRule(Base):
+    """A rule made through the API (``PUT /api/v1/alert-rules/{name}``); the alert service
+    runs these beside the rules in its settings file. ``definition`` is the rule without
+    its name, as the API validated it; the service validates it again when it loads it."""
+
+    __tablename__ = "alert_rules"
+    __table_args__ = (MYSQL_TABLE_ARGS,)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(ID_LEN), unique=True)
+    definition: Mapped[dict[str, Any]] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_by: Mapped[str | None] = mapped_column(String(128))
+
+
 class HeadArtifact(Base):
     """A custom head uploaded for devices (`earwitness heads upload`); remote configs name
     it by ``sha256`` (of the file), inline or by URL."""

@@ -13,12 +13,14 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi import Path as FastPath
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
+from earwitness.cloud.alerts.rules import RULE_NAME, RuleBody
 from earwitness.cloud.clipstore import ClipStoreError, ClipStoreUnavailable
 from earwitness.cloud.db.engine import ping, transaction
 from earwitness.cloud.db.migrate import current
 from earwitness.cloud.db.repo import (
+    alert_rules,
     alerts,
     clips,
     devices,
@@ -37,6 +39,7 @@ from earwitness.cloud.web.schemas import (
     AlertDetailOut,
     AlertEvidenceOut,
     AlertOut,
+    AlertRuleOut,
     AlertStateIn,
     ClipOut,
     DeadNotificationOut,
@@ -635,6 +638,78 @@ def set_alert_state(
     assert alert is not None
     session.refresh(alert)
     return _alert_detail(session, alert)
+
+
+RuleName = Annotated[
+    str,
+    FastPath(max_length=64, pattern=RULE_NAME.pattern, description="the rule's name"),
+]
+
+
+def _api_rule(row: Any) -> AlertRuleOut:
+    """A stored rule, validated again: a row the schema no longer accepts is reported by
+    name rather than failing the whole list."""
+    try:
+        body = RuleBody.model_validate(row.definition)
+    except ValidationError as exc:
+        raise HTTPException(
+            500, f"alert rule {row.name!r} in the database is invalid: {exc.errors()[0]['msg']}"
+        ) from exc
+    return AlertRuleOut(
+        name=row.name,
+        source="api",
+        definition=body,
+        updated_at=row.updated_at,
+        updated_by=row.updated_by,
+    )
+
+
+@router.get("/alert-rules", summary="The rules the alert service runs (settings file and API)")
+def list_alert_rules(state: StateDep, session: SessionDep, _: ReadDep) -> list[AlertRuleOut]:
+    from_settings = [
+        AlertRuleOut(
+            name=r.name,
+            source="settings",
+            definition=RuleBody.model_validate(r.model_dump(exclude={"name"})),
+        )
+        for r in state.settings.alerts.rules
+    ]
+    return from_settings + [_api_rule(row) for row in alert_rules.listing(session)]
+
+
+@router.put(
+    "/alert-rules/{name}",
+    summary="Create or replace a rule (admin scope); the alert service picks it up",
+    responses={201: {"description": "created"}, 409: {"description": "a settings-file rule"}},
+)
+def put_alert_rule(
+    state: StateDep,
+    session: SessionDep,
+    caller: AdminDep,
+    name: RuleName,
+    body: RuleBody,
+    response: Response,
+) -> AlertRuleOut:
+    if any(r.name == name for r in state.settings.alerts.rules):
+        raise HTTPException(409, f"rule {name!r} is defined in the settings file: change it there")
+    if alert_rules.put(session, name, body.model_dump(mode="json"), caller.name):
+        response.status_code = 201
+    row = alert_rules.by_name(session, name)
+    assert row is not None
+    return _api_rule(row)
+
+
+@router.delete(
+    "/alert-rules/{name}",
+    status_code=204,
+    summary="Delete a rule made through the API (admin scope)",
+    responses={404: {"description": "no such API rule"}, 409: {"description": "a settings rule"}},
+)
+def delete_alert_rule(state: StateDep, session: SessionDep, _: AdminDep, name: RuleName) -> None:
+    if any(r.name == name for r in state.settings.alerts.rules):
+        raise HTTPException(409, f"rule {name!r} is defined in the settings file: remove it there")
+    if not alert_rules.remove(session, name):
+        raise HTTPException(404, f"no alert rule {name!r} made through the API")
 
 
 @router.get(

@@ -16,6 +16,8 @@ from pydantic import (
     computed_field,
 )
 
+from earwitness.cloud.alerts.rules import RuleBody
+
 # ISO 8601 with the UTC offset spelled "+00:00", as the API has always sent it.
 Timestamp = Annotated[datetime, PlainSerializer(lambda d: d.isoformat(), return_type=str)]
 
@@ -316,3 +318,14 @@ class HeadOut(_FromRow):
     size_bytes: int
     uploaded_at: Timestamp
     uploaded_by: str | None
+
+
+class AlertRuleOut(BaseModel):
+    """A rule the alert service runs: from its settings file (change it there) or made
+    through the API."""
+
+    name: str
+    source: Literal["settings", "api"]
+    definition: RuleBody
+    updated_at: Timestamp | None = None
+    updated_by: str | None = None
