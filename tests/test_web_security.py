@@ -47,7 +47,7 @@ def _routes(c: Any) -> list[tuple[str, str]]:
     out = []
     for path, operations in spec["paths"].items():
         concrete = re.sub(r"\{[^}]*_id\}", "1", path).replace("/devices/1", "/devices/vienna")
-        concrete = concrete.replace("{sha256}", "0" * 64)
+        concrete = concrete.replace("{sha256}", "0" * 64).replace("{name}", "gunshot")
         out.extend((method.upper(), concrete) for method in operations)
     return [*out, *[("GET", p) for p in PAGES]]
 
@@ -56,6 +56,7 @@ BODIES = {
     ("POST", "review"): {"correct": True},
     ("POST", "state"): {"state": "acknowledged"},
     ("PATCH", "vienna"): {"name": "Vienna"},
+    ("PUT", "gunshot"): {"any_of": [{"label": "Gunshot, gunfire"}]},
 }
 CREDENTIALS = {
     "none": None,
@@ -73,7 +74,7 @@ def test_auth_matrix_of_every_route(app: Any) -> None:
     assert len(routes) >= 17
     failures = []
     for method, path in routes:
-        admin_only = method in ("POST", "PATCH") or path in ADMIN_READS
+        admin_only = method in ("POST", "PATCH", "PUT", "DELETE") or path in ADMIN_READS
         for who, cred in CREDENTIALS.items():
             header = tokens.get(cred, cred) if cred else None
             if header and not header.startswith("Bearer"):
