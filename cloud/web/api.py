@@ -647,8 +647,8 @@ RuleName = Annotated[
 
 
 def _api_rule(row: Any) -> AlertRuleOut:
-    """A stored rule, validated again: a row the schema no longer accepts is reported by
-    name rather than failing the whole list."""
+    """A stored rule, validated again: a row the schema no longer accepts fails the
+    request with the rule's name in the error, so an operator knows which row to fix."""
     try:
         body = RuleBody.model_validate(row.definition)
     except ValidationError as exc:

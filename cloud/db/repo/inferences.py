@@ -229,10 +229,10 @@ def detection_spots(
     ]
 
 
-SpotRow = Select[int, str, float | None, float | None, str | None, float | None]
+SpotQuery = Select[int, str, float | None, float | None, str | None, float | None]
 
 
-def recent_detections(session: Session, f: Filters, min_score: float, limit: int) -> SpotRow:
+def recent_detections(session: Session, f: Filters, min_score: float, limit: int) -> SpotQuery:
     """The rows the map groups. Unless a label or custom class is filtered on, every column
     named here is in ix_inferences_time_spot (and the primary key is in every index), so
     the database reads that index, never the rows: for 100,000 detections 346 pages
