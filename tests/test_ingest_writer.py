@@ -118,6 +118,28 @@ def test_heartbeat_floor_skips_dropped_seqs(engine, tmp_path: Path) -> None:  # 
     assert r.watermarks[("site1", "dev1", "epoch0001")] == 12
 
 
+def test_each_device_keeps_its_own_latest_heartbeat(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # One UPDATE sets the latest heartbeat of every device in a batch: each row must get
+    # its own device's newest one, and a device without a heartbeat keeps what it had.
+    devs = [Dev("site1", f"dev{i}") for i in range(5)]
+    write(engine, tmp_path, [raw(devs[4], Kind.HEARTBEAT, devs[4].heartbeat(0))])
+    batch = [
+        raw(d, Kind.HEARTBEAT, d.heartbeat(10 * i + s))
+        for i, d in enumerate(devs[:4])
+        for s in (1, 2)
+    ]
+    write(engine, tmp_path, batch)
+    with engine.connect() as conn:
+        beats = dict(conn.execute(select(Device.id, Device.last_heartbeat)).all())
+    assert {d: hb["windows_processed"] for d, hb in beats.items()} == {
+        "dev0": 2,
+        "dev1": 12,
+        "dev2": 22,
+        "dev3": 32,
+        "dev4": 0,
+    }
+
+
 def test_malformed_messages_go_to_dead_letters(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     dev = Dev("site1", "dev1")
     good = dev.inference(0)

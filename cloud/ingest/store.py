@@ -155,9 +155,13 @@ class BatchStore:
                     status.name,
                     ",".join(status.heads) if status.heads is not None else None,
                 )
-            for device, hb in p.latest_heartbeat.items():
-                payload = hb.model_dump(mode="json", exclude={"v", "kind"})
-                devices.set_last_heartbeat(session, device, payload)
+            devices.set_last_heartbeats(
+                session,
+                {
+                    device: hb.model_dump(mode="json", exclude={"v", "kind"})
+                    for device, hb in p.latest_heartbeat.items()
+                },
+            )
             acks.record_runs(session, seq_runs(p.seqs))
         self._remember_devices(due)  # only once committed
         result.stored = inserted

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, desc, func, select, update
+from sqlalchemy import case, desc, func, select, type_coerce, update
 from sqlalchemy.orm import Session
 
 from earwitness.cloud.db.dialect import greatest, insert_ignore, upsert
@@ -96,8 +96,18 @@ def changed_since(session: Session, since: datetime, limit: int) -> list[Device]
     return list(session.scalars(q))
 
 
-def set_last_heartbeat(session: Session, device_id: str, payload: dict[str, Any]) -> None:
-    session.execute(update(Device).where(Device.id == device_id).values(last_heartbeat=payload))
+def set_last_heartbeats(session: Session, payloads: Mapping[str, dict[str, Any]]) -> None:
+    """Each device's latest heartbeat, in one UPDATE for the whole batch: a fleet's batch
+    holds heartbeats of hundreds of devices, and one statement each was a round trip
+    each."""
+    if not payloads:
+        return
+    ids = sorted(payloads)  # one lock order for concurrent consumers
+    newest = case(
+        {device: type_coerce(payloads[device], Device.last_heartbeat.type) for device in ids},
+        value=Device.id,
+    )
+    session.execute(update(Device).where(Device.id.in_(ids)).values(last_heartbeat=newest))
 
 
 def add_heartbeats(session: Session, rows: Sequence[Mapping[str, Any]]) -> int:
