@@ -650,7 +650,11 @@ def verify(fleet: Fleet, services: Services) -> list[str]:
         problems.append(f"{dead} dead letters")
     if int(device_rows) != fleet.n:
         problems.append(f"devices table has {device_rows} rows, fleet {fleet.n}")
-    log(f"devices table: {device_rows} rows, {online} online")
+    rows = sum(n for n, _distinct, _top in got.values())
+    log(
+        f"verified: {rows} rows stored for {fleet.produced} produced;"
+        f" devices table: {device_rows} rows, {online} online"
+    )
     return problems
 
 
@@ -770,7 +774,10 @@ async def run(args: argparse.Namespace) -> int:
             args.recovery_timeout,
             lambda: f"backlog {fleet.backlog()}",
         )
-        log(f"final drain {drain} s; produced {fleet.produced}, stored {services.stored()}")
+        log(
+            f"final drain {drain} s; produced {fleet.produced},"
+            f" stored so far {services.stored()} (ingest may still be writing; verify counts)"
+        )
         problems = verify(fleet, services)
         for p in problems[:20]:
             log(f"FAIL  {p}")
