@@ -8,7 +8,11 @@ each class has a threshold calibrated for a target precision on recordings the h
 not trained on. Training lives in `earwitness.cloud.heads`; devices only load and run.
 
 The artifact is a JSON document: readable metadata (classes, thresholds, the YAMNet model
-it expects, the training-data hash and the validation report) and base64 float32 arrays.
+it expects, the training-data hash and the validation report) and base64 arrays, float16
+where that holds the values exactly (training rounds its weights to float16 before it
+calibrates, so the file a device loads is the model that was calibrated, at half the
+bytes: a 96-unit head is ~0.4 MB and fits a signed remote config inline), float32
+otherwise. Format 1 files (float32 only) still load.
 A sha256 over the canonical document makes a damaged or edited file fail to load.
 """
 
@@ -29,10 +33,11 @@ from earwitness.shared.errors import ModelError
 from earwitness.shared.runner import EMBEDDING_SIZE
 
 FORMAT = "earwitness-head"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: float32 arrays only; 2: float16 where exact
 SCORES_SIZE = 521  # YAMNet's AudioSet classes
 INPUT_SIZE = EMBEDDING_SIZE + SCORES_SIZE
-MAX_HEAD_BYTES = 16 * 1024 * 1024  # a 1545x64 MLP is ~0.6 MB; refuse anything absurd
+MAX_HEAD_BYTES = 16 * 1024 * 1024  # a 1545x96 float16 MLP is ~0.4 MB; refuse anything absurd
 CLASS_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")  # becomes a label in messages and SQL
 LOGIT_CLIP = 1e-4  # scores of exactly 0 or 1 would be infinite log-odds
 ARRAYS = ("mean", "scale", "w1", "b1", "w2", "b2")
@@ -42,16 +47,25 @@ class HeadError(ModelError):
     """A head file that cannot be used: unreadable, damaged, or for another model."""
 
 
+def to_float16_grid(a: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """``a`` rounded to the nearest float16 values, kept as float32 for computing."""
+    return np.asarray(a, dtype=np.float32).astype(np.float16).astype(np.float32)
+
+
 def _encode(a: npt.NDArray[np.float32]) -> dict[str, Any]:
     data = np.ascontiguousarray(a, dtype="<f4")
+    half = data.astype("<f2")
+    if np.array_equal(half.astype("<f4"), data):  # lossless: half the bytes
+        return {"shape": list(data.shape), "f16": base64.b64encode(half.tobytes()).decode()}
     return {"shape": list(data.shape), "f32": base64.b64encode(data.tobytes()).decode()}
 
 
 def _decode(name: str, blob: Any) -> npt.NDArray[np.float32]:
     try:
         shape = tuple(int(n) for n in blob["shape"])
-        raw = base64.b64decode(blob["f32"], validate=True)
-        a = np.frombuffer(raw, dtype="<f4").reshape(shape).astype(np.float32)
+        dtype = "<f2" if "f16" in blob else "<f4"
+        raw = base64.b64decode(blob["f16" if dtype == "<f2" else "f32"], validate=True)
+        a = np.frombuffer(raw, dtype=dtype).reshape(shape).astype(np.float32)
     except (KeyError, TypeError, ValueError) as exc:
         raise HeadError(f"array {name!r} is damaged ({exc})") from exc
     if not np.all(np.isfinite(a)):
@@ -186,10 +200,10 @@ def parse_head(blob: bytes, source: str = "<head>") -> Head:
         raise HeadError(f"{source}: not a head file (not JSON: {exc})") from exc
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise HeadError(f"{source}: not a head file (format is not {FORMAT!r})")
-    if doc.get("format_version") != FORMAT_VERSION:
+    if doc.get("format_version") not in READABLE_VERSIONS:
         raise HeadError(
             f"{source}: head format version {doc.get('format_version')!r}, this release reads"
-            f" {FORMAT_VERSION}"
+            f" {', '.join(map(str, READABLE_VERSIONS))}"
         )
     if doc.get("sha256") != _digest(doc):
         raise HeadError(f"{source}: checksum mismatch (the file is damaged or was edited)")

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from earwitness.shared.errors import ConfigError
 
-MAX_CONFIG_BYTES = 1024 * 1024  # a few hundred bytes, or ~0.5 MB with a head inline (HeadRef)
+MAX_CONFIG_BYTES = 1024 * 1024  # a few hundred bytes, or ~0.55 MB with a 96-unit head inline
 SIGNED_VERSION = 1
 
 

@@ -12,7 +12,13 @@ import pytest
 
 from earwitness.cli import main
 from earwitness.cloud.heads import augment as aug
-from earwitness.cloud.heads.dataset import data_hash, group_folds, read_dataset
+from earwitness.cloud.heads.dataset import (
+    data_hash,
+    group_folds,
+    parse_relabel,
+    read_dataset,
+    read_extra,
+)
 from earwitness.cloud.heads.train import auc, embed
 from earwitness.shared import audio
 from earwitness.shared.errors import ConfigError
@@ -78,6 +84,38 @@ def test_training_is_reproducible(tmp_path: Path, distress_head: tuple[Path, Spl
     assert digests[0] == digests[1]
 
 
+def test_weights_are_stored_as_float16_and_format_1_files_still_load(
+    distress_head: tuple[Path, Split], tmp_path: Path
+) -> None:
+    """A trained head's arrays are on the float16 grid (stored at half the bytes, the
+    same scores after loading); a format 1 file with float32 arrays loads unchanged."""
+    from earwitness.shared.heads import _digest
+
+    path, _ = distress_head
+    doc = json.loads(path.read_text())
+    assert doc["format_version"] == 2
+    assert all("f16" in blob and "f32" not in blob for blob in doc["arrays"].values())
+    head = load_head(path)
+    feats = np.random.default_rng(1).normal(size=(5, 1545)).astype(np.float32)
+    v1 = dict(doc, format_version=1)
+    v1["arrays"] = {
+        k: {
+            "shape": list(head.arrays[k].shape),
+            "f32": base64.b64encode(head.arrays[k].astype("<f4").tobytes()).decode(),
+        }
+        for k in head.arrays
+    }
+    v1["sha256"] = _digest(v1)
+    old = parse_head(json.dumps(v1).encode(), "v1.json")
+    np.testing.assert_array_equal(old.scores(feats), head.scores(feats))
+    assert old.to_document()["arrays"] == doc["arrays"]  # exact float16 values: f16 again
+    unknown = dict(doc, format_version=3)
+    unknown["sha256"] = _digest(unknown)
+    with pytest.raises(HeadError, match="format version 3, this release reads 1, 2"):
+        parse_head(json.dumps(unknown).encode(), "future.json")
+    assert len(path.read_bytes()) < 500_000, "a head must fit a remote config inline"
+
+
 def _tamper(path: Path, change: Any, tmp_path: Path) -> Path:
     doc = json.loads(path.read_text())
     change(doc)
@@ -92,9 +130,11 @@ def test_damaged_edited_or_foreign_heads_are_refused(
     path, _ = distress_head
 
     def flip_weight(doc: dict[str, Any]) -> None:
-        raw = bytearray(base64.b64decode(doc["arrays"]["w2"]["f32"]))
+        w2 = doc["arrays"]["w2"]
+        key = "f16" if "f16" in w2 else "f32"
+        raw = bytearray(base64.b64decode(w2[key]))
         raw[0] ^= 0x40
-        doc["arrays"]["w2"]["f32"] = base64.b64encode(bytes(raw)).decode()
+        w2[key] = base64.b64encode(bytes(raw)).decode()
 
     def lower_threshold(doc: dict[str, Any]) -> None:
         doc["thresholds"]["scream"] = 0.01
@@ -157,6 +197,69 @@ def test_dataset_layouts_and_errors(tmp_path: Path) -> None:
     (bad / "meta.csv").write_text("file,label\n")
     with pytest.raises(ConfigError, match="no 'filename' column"):
         read_dataset(bad)
+
+
+def _esc50_subset(directory: Path, per_category: dict[str, int]) -> Path:
+    """An ESC-50 style folder (``category`` column) of symlinks to the shared clips."""
+    import csv
+
+    from tests.conftest import SHARED
+
+    esc = SHARED / "audio" / "esc50"
+    rows = list(csv.DictReader((esc / "meta.csv").open()))
+    directory.mkdir(parents=True)
+    lines = ["filename,category,esc50_target"]
+    for category, n in per_category.items():
+        for row in [r for r in rows if r["category"] == category][:n]:
+            (directory / row["filename"]).symlink_to(esc / row["filename"])
+            lines.append(f"{row['filename']},{category},{row['esc50_target']}")
+    (directory / "meta.csv").write_text("\n".join(lines) + "\n")
+    return directory
+
+
+def test_public_corpus_labels_are_read_and_mapped(tmp_path: Path) -> None:
+    esc = _esc50_subset(tmp_path / "esc", {"glass_breaking": 2, "toilet_flush": 1, "dog": 1})
+    mapping = parse_relabel(["glass_breaking=glass_break"])
+    labels = sorted(e.label for e in read_dataset(esc, mapping))
+    assert labels == ["dog", "glass_break", "glass_break", "toilet_flush"]
+    extra = read_extra(esc, ["glass_break", "scream"], "negative", mapping)
+    assert sorted(e.label for e in extra) == ["glass_break", "glass_break", "negative", "negative"]
+    assert all(e.group.startswith("extra:esc:") for e in extra)
+    for bad in ("glass_breaking", "=glass_break", "a="):
+        with pytest.raises(ConfigError, match=rf"--map '{bad}': expected FROM=TO"):
+            parse_relabel([bad])
+    (tmp_path / "nolabel").mkdir()
+    (tmp_path / "nolabel" / "meta.csv").write_text("filename,take\n")
+    with pytest.raises(ConfigError, match="no label column"):
+        read_dataset(tmp_path / "nolabel")
+
+
+def test_extra_clips_train_but_are_never_held_out(
+    tmp_path: Path, distress_head: tuple[Path, Split]
+) -> None:
+    """`train --extra`: the corpus's clips are in the training data (and its hash), never
+    in the validation report, and its other classes are background."""
+    _path, split = distress_head
+    tiny = [e for e in split.train if e.label != "negative"][:6] + [
+        e for e in split.train if e.label == "negative"
+    ][:14]
+    data = write_subset(tiny, tmp_path / "tiny")
+    esc = _esc50_subset(tmp_path / "esc", {"glass_breaking": 2, "vacuum_cleaner": 2})
+    plain, extended = tmp_path / "plain.json", tmp_path / "extended.json"
+    base = ["--model-dir", str(MODELS)]
+    assert main(["train", str(data), "--out", str(plain), *base]) == 0
+    args = ["--extra", str(esc), "--map", "glass_breaking=glass_break"]
+    assert main(["train", str(data), "--out", str(extended), *args, *base]) == 0
+    a, b = load_head(plain), load_head(extended)
+    assert a.meta["extra_clips"] == 0 and b.meta["extra_clips"] == 4
+    va, vb = a.meta["validation"], b.meta["validation"]
+    assert va["validation_clips"] == vb["validation_clips"] > 0
+    assert vb["training_clips"] == va["training_clips"] + 4
+    mapping = {"glass_breaking": "glass_break"}
+    extra = read_extra(esc, b.classes, "negative", mapping)
+    assert b.meta["data_sha256"] == data_hash([*read_dataset(data), *extra])
+    assert a.meta["data_sha256"] == data_hash(read_dataset(data)) != b.meta["data_sha256"]
+    assert main(["train", str(data), "--out", str(tmp_path / "x.json"), "--map", "oops"]) == 2
 
 
 def test_group_folds_never_split_a_recording() -> None:

@@ -19,6 +19,7 @@ from earwitness.cloud.db.repo.filters import Filters
 from earwitness.cloud.heads.train import embed
 from earwitness.edge.agent import EdgeAgent
 from earwitness.shared import audio
+from earwitness.shared.frontend import PATCH_HOP_SAMPLES
 from earwitness.shared.heads import load_head
 from earwitness.shared.messages import EventMessage, HeartbeatMessage, InferenceMessage, decode
 from earwitness.shared.runner import YamnetModel
@@ -47,6 +48,12 @@ def _detected_clip(model: YamnetModel, head_path: Path, split: Split, label: str
     return best
 
 
+def _on_window_grid(part: np.ndarray) -> np.ndarray:
+    """``part`` padded with silence to whole window hops, so the next part starts where a
+    device window starts and the device sees the windows `_detected_clip` scored."""
+    return np.pad(part, (0, -len(part) % PATCH_HOP_SAMPLES))
+
+
 def test_device_runs_a_head_and_the_cloud_stores_its_detections(
     distress_head: tuple[Path, Split], patch_model: YamnetModel, tmp_path: Path
 ) -> None:
@@ -55,7 +62,8 @@ def test_device_runs_a_head_and_the_cloud_stores_its_detections(
     scream = _detected_clip(patch_model, head_path, split, "scream")
     glass = _detected_clip(patch_model, head_path, split, "glass_break")
     gap = noise(3.0, level=0.002, seed=1)
-    wave = np.concatenate([noise(1.0, 0.002), scream, gap, glass, noise(2.0, 0.002, seed=2)])
+    parts = [noise(1.0, 0.002), scream, gap, glass]
+    wave = np.concatenate([*map(_on_window_grid, parts), noise(2.0, 0.002, seed=2)])
     site = unique("s")
     collector = Collector(site)
     with mariadb_database() as url:

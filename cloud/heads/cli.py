@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,9 @@ from earwitness.shared.errors import EXIT_FAILED, EXIT_OK
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from earwitness.cloud.heads.dataset import read_dataset
+    from earwitness.cloud.heads.dataset import parse_relabel, read_dataset, read_extra
     from earwitness.cloud.heads.report import write_report
-    from earwitness.cloud.heads.train import TrainSettings, print_progress, train
+    from earwitness.cloud.heads.train import TrainSettings, check_labels, print_progress, train
     from earwitness.shared.runner import YamnetModel
 
     settings = TrainSettings(
@@ -23,10 +24,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
         validation=args.validation,
         seed=args.seed,
     )
-    examples = read_dataset(args.directory)
+    relabel = parse_relabel(args.map)
+    examples = read_dataset(args.directory, relabel)
     print(f"{len(examples)} clips in {args.directory}", file=sys.stderr)
+    classes = check_labels(examples, settings.background)
+    extra = []
+    for directory in args.extra:
+        more = read_extra(directory, classes, settings.background, relabel)
+        counts = Counter(e.label for e in more)
+        print(
+            f"{len(more)} training-only clips in {directory}: "
+            + ", ".join(f"{n} {label}" for label, n in sorted(counts.items())),
+            file=sys.stderr,
+        )
+        extra.extend(more)
     model = YamnetModel.load(args.model, args.model_dir)
-    head, report = train(model, examples, settings, args.name or args.out.stem, print_progress)
+    head, report = train(
+        model, examples, settings, args.name or args.out.stem, print_progress, extra
+    )
     sha = head.save(args.out)
     report["target_precision"] = settings.target_precision
     report_dir = args.report or args.out.with_name(args.out.stem + "-report")
@@ -49,10 +64,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _print_report(report: dict[str, Any], thresholds: dict[str, float]) -> None:
-    print(
-        f"validation: {report.get('validation_clips', '?')} clips in"
-        f" {report.get('validation_groups', '?')} held-out groups"
-    )
+    if "validation_clips" in report:  # a training run's report (eval-head names its folder)
+        print(
+            f"validation: {report['validation_clips']} clips in"
+            f" {report['validation_groups']} held-out groups"
+        )
     columns = ("clips", "thresh", "prec", "recall", "R@P95", "AUC")
     print(f"  {'class':<16} " + " ".join(f"{c:>6}" for c in columns))
     for c, r in report["per_class"].items():
@@ -73,8 +89,8 @@ def _print_report(report: dict[str, Any], thresholds: dict[str, float]) -> None:
 def _cmd_eval_head(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from earwitness.cloud.heads.dataset import read_dataset
-    from earwitness.cloud.heads.train import embed, evaluate_scores
+    from earwitness.cloud.heads.dataset import parse_relabel, read_dataset
+    from earwitness.cloud.heads.train import embed, evaluate_scores, print_progress
     from earwitness.shared import audio
     from earwitness.shared.errors import AudioError
     from earwitness.shared.heads import load_head
@@ -84,7 +100,7 @@ def _cmd_eval_head(args: argparse.Namespace) -> int:
     model = YamnetModel.load(head.model_id.split("@")[0], args.model_dir)
     head.check_model(model.model_id)
     background = args.background or head.meta.get("background", "negative")
-    examples = read_dataset(args.directory)
+    examples = read_dataset(args.directory, parse_relabel(args.map))
     scores, labels, failed = [], [], 0
     for i, ex in enumerate(examples, start=1):
         try:
@@ -95,12 +111,7 @@ def _cmd_eval_head(args: argparse.Namespace) -> int:
             continue
         scores.append(head.scores(feats).max(axis=0))
         labels.append(ex.label)
-        if i % max(1, len(examples) // 20) == 0 or i == len(examples):
-            print(
-                f"  scored {i}/{len(examples)} clips",
-                file=sys.stderr,
-                end="\r" if i < len(examples) else "\n",
-            )
+        print_progress(i, len(examples), "scored")
     report = evaluate_scores(
         np.stack(scores).astype(np.float32), labels, head.classes, head.thresholds, background, 0.95
     )
@@ -139,6 +150,22 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--validation", type=float, default=0.2, help="share of groups held out for calibration"
     )
+    p.add_argument(
+        "--extra",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="more training clips, never held out (e.g. ESC-50): labels that are not one of"
+        " DIRECTORY's classes count as background; repeatable",
+    )
+    p.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="FROM=TO",
+        help="rename a label when reading (e.g. glass_breaking=glass_break); repeatable",
+    )
     p.add_argument("--seed", type=int, default=0, help="augmentation, split and training seed")
     p.add_argument("--report", type=Path, default=None, help="report folder (default: OUT-report)")
     p.add_argument("--model", default="yamnet-int8")
@@ -149,6 +176,14 @@ def register(sub: Any) -> None:
     p.add_argument("head", type=Path)
     p.add_argument("directory", type=Path, help="same layouts as `earwitness train`")
     p.add_argument("--background", default=None, help="default: the head's background label")
+    p.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="FROM=TO",
+        help="rename a label when reading (e.g. glass_breaking=glass_break); labels that are"
+        " not the head's classes count as background",
+    )
     p.add_argument("--json", action="store_true")
     p.add_argument("--model-dir", type=Path, default=None)
     p.set_defaults(handler=_cmd_eval_head)

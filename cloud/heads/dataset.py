@@ -3,7 +3,13 @@
 ``meta.csv`` has ``filename`` and ``label`` columns and optionally ``group_id``: clips cut
 from one recording (or one speaker) share it, and splits keep a group on one side, or
 validation scores measure memory instead of generalisation. Without ``group_id`` (and in
-the folder-per-class layout) every file is its own group.
+the folder-per-class layout) every file is its own group. Public corpora name the label
+column differently (ESC-50 ``category``, UrbanSound8K ``class``): those are read too, and
+``relabel`` maps their names onto ours (``glass_breaking`` -> ``glass_break``).
+
+Extra folders (`read_extra`) are training material only: a general sound corpus whose
+other classes are all background for this head, which is how a head meets toilets,
+vacuum cleaners and engines it would otherwise first hear on a device.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from earwitness.shared.audio import AUDIO_EXTENSIONS
 from earwitness.shared.errors import ConfigError
 
 META = "meta.csv"
+LABEL_COLUMNS = ("label", "category", "class")  # ours, ESC-50's, UrbanSound8K's
 
 
 @dataclass(frozen=True)
@@ -28,7 +35,9 @@ class Example:
     group: str
 
 
-def read_dataset(directory: Path) -> list[Example]:
+def read_dataset(directory: Path, relabel: dict[str, str] | None = None) -> list[Example]:
+    """Every labelled clip under ``directory``, labels renamed by ``relabel``."""
+    relabel = relabel or {}
     if not directory.is_dir():
         raise ConfigError(f"{directory}: not a directory")
     meta = directory / META
@@ -37,27 +46,59 @@ def read_dataset(directory: Path) -> list[Example]:
         with meta.open(newline="") as fh:
             reader = csv.DictReader(fh)
             fields = reader.fieldnames or []
-            for column in ("filename", "label"):
-                if column not in fields:
-                    raise ConfigError(f"{meta}: no {column!r} column (columns: {fields})")
+            if "filename" not in fields:
+                raise ConfigError(f"{meta}: no 'filename' column (columns: {fields})")
+            label_column = next((c for c in LABEL_COLUMNS if c in fields), None)
+            if label_column is None:
+                raise ConfigError(
+                    f"{meta}: no label column (one of {list(LABEL_COLUMNS)}; columns: {fields})"
+                )
             for line, row in enumerate(reader, start=2):
                 path = directory / row["filename"]
                 if not path.is_file():
                     raise ConfigError(f"{meta} line {line}: {row['filename']!r} does not exist")
-                label = (row["label"] or "").strip()
+                label = (row[label_column] or "").strip()
                 if not label:
                     raise ConfigError(f"{meta} line {line}: empty label")
                 group = (row.get("group_id") or "").strip() or f"file:{row['filename']}"
-                examples.append(Example(path, label, group))
+                examples.append(Example(path, relabel.get(label, label), group))
     else:
         for sub in sorted(p for p in directory.iterdir() if p.is_dir()):
             for path in sorted(sub.rglob("*")):
                 if path.suffix.lower() in AUDIO_EXTENSIONS:
                     rel = path.relative_to(directory)
-                    examples.append(Example(path, sub.name, f"file:{rel}"))
+                    label = relabel.get(sub.name, sub.name)
+                    examples.append(Example(path, label, f"file:{rel}"))
     if not examples:
         raise ConfigError(f"{directory}: no labelled audio (expected {META} or a folder per class)")
     return examples
+
+
+def read_extra(
+    directory: Path, classes: list[str], background: str, relabel: dict[str, str] | None = None
+) -> list[Example]:
+    """Training-only clips from ``directory``: labels that are one of ``classes`` (after
+    ``relabel``) keep their class, every other label is ``background``."""
+    examples = read_dataset(directory, relabel)
+    return [
+        Example(
+            e.path,
+            e.label if e.label in classes else background,
+            f"extra:{directory.name}:{e.group}",
+        )
+        for e in examples
+    ]
+
+
+def parse_relabel(pairs: list[str]) -> dict[str, str]:
+    """``["FROM=TO", ...]`` as a dict; a malformed pair names itself."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        source, sep, target = pair.partition("=")
+        if not sep or not source.strip() or not target.strip():
+            raise ConfigError(f"--map {pair!r}: expected FROM=TO, e.g. glass_breaking=glass_break")
+        out[source.strip()] = target.strip()
+    return out
 
 
 def data_hash(examples: list[Example]) -> str:
