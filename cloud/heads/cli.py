@@ -38,6 +38,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         extra.extend(more)
+    if not extra:
+        print(
+            "note: no --extra corpus: the head meets only these background clips in training;"
+            " with a general corpus (e.g. ESC-50) false alarms on unseen sounds fell 8-fold"
+            " (docs/heads.md)",
+            file=sys.stderr,
+        )
     model = YamnetModel.load(args.model, args.model_dir)
     head, report = train(
         model, examples, settings, args.name or args.out.stem, print_progress, extra
