@@ -32,7 +32,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import MODELS, SHARED, machine
-from earwitness.cloud.heads.dataset import Example, group_folds, read_dataset, read_extra
+from earwitness.cloud.heads.dataset import (
+    Example,
+    as_extra,
+    group_folds,
+    read_dataset,
+    read_extra,
+)
 from earwitness.cloud.heads.train import (
     TrainSettings,
     auc,
@@ -47,6 +53,8 @@ from earwitness.cloud.heads.train import (
 from earwitness.shared import audio
 from earwitness.shared.runner import YamnetModel
 
+ESC50_LABELS = {"glass_breaking": "glass_break"}  # ESC-50's name for our class
+
 
 def unseen_false_alarms(
     model: YamnetModel, examples: list[Example], corpus: Path, settings: TrainSettings
@@ -54,16 +62,13 @@ def unseen_false_alarms(
     """Alarms raised on the second half of ``corpus`` by heads trained without it and
     with its first half (a clip of a head class counts only for the other class)."""
     classes = check_labels(examples, settings.background)
-    clips = read_dataset(corpus, {"glass_breaking": "glass_break"})
+    clips = read_dataset(corpus, ESC50_LABELS)
     seen: dict[str, int] = {}
     halves: tuple[list[Example], list[Example]] = ([], [])
     for ex in sorted(clips, key=lambda e: e.path.name):
         halves[seen.get(ex.label, 0) % 2].append(ex)
         seen[ex.label] = seen.get(ex.label, 0) + 1
-    first = [
-        Example(e.path, e.label if e.label in classes else settings.background, e.group)
-        for e in halves[0]
-    ]
+    first = as_extra(halves[0], classes, settings.background, f"{corpus.name}-half-1")
     second = halves[1]
     feats = [embed(model, audio.load(e.path))[0] for e in second]
     for name, extra in (("distress only", []), (f"+ {len(first)} clips of half 1", first)):
@@ -105,9 +110,7 @@ def main() -> None:
     classes = check_labels(examples, settings.background)
     extra: list[Example] = []
     if not args.no_extra:
-        extra = read_extra(
-            args.extra, classes, settings.background, {"glass_breaking": "glass_break"}
-        )
+        extra = read_extra(args.extra, classes, settings.background, ESC50_LABELS)
         print(f"training-only extra: {len(extra)} clips from {args.extra}")
     fold = group_folds(examples, args.folds, args.seed)
     labels = np.array([e.label for e in examples])

@@ -35,6 +35,7 @@ from earwitness.shared.runner import EMBEDDING_SIZE
 FORMAT = "earwitness-head"
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # 1: float32 arrays only; 2: float16 where exact
+ENCODINGS = {"f16": "<f2", "f32": "<f4"}  # array key in the file -> little-endian dtype
 SCORES_SIZE = 521  # YAMNet's AudioSet classes
 INPUT_SIZE = EMBEDDING_SIZE + SCORES_SIZE
 MAX_HEAD_BYTES = 16 * 1024 * 1024  # a 1545x96 float16 MLP is ~0.4 MB; refuse anything absurd
@@ -63,9 +64,9 @@ def _encode(a: npt.NDArray[np.float32]) -> dict[str, Any]:
 def _decode(name: str, blob: Any) -> npt.NDArray[np.float32]:
     try:
         shape = tuple(int(n) for n in blob["shape"])
-        dtype = "<f2" if "f16" in blob else "<f4"
-        raw = base64.b64decode(blob["f16" if dtype == "<f2" else "f32"], validate=True)
-        a = np.frombuffer(raw, dtype=dtype).reshape(shape).astype(np.float32)
+        key = "f16" if "f16" in blob else "f32"
+        raw = base64.b64decode(blob[key], validate=True)
+        a = np.frombuffer(raw, dtype=ENCODINGS[key]).reshape(shape).astype(np.float32)
     except (KeyError, TypeError, ValueError) as exc:
         raise HeadError(f"array {name!r} is damaged ({exc})") from exc
     if not np.all(np.isfinite(a)):

@@ -79,13 +79,16 @@ def read_extra(
 ) -> list[Example]:
     """Training-only clips from ``directory``: labels that are one of ``classes`` (after
     ``relabel``) keep their class, every other label is ``background``."""
-    examples = read_dataset(directory, relabel)
+    return as_extra(read_dataset(directory, relabel), classes, background, directory.name)
+
+
+def as_extra(
+    examples: list[Example], classes: list[str], background: str, source: str
+) -> list[Example]:
+    """``examples`` as training-only clips: a label that is not one of ``classes`` becomes
+    ``background``; groups are named after ``source``."""
     return [
-        Example(
-            e.path,
-            e.label if e.label in classes else background,
-            f"extra:{directory.name}:{e.group}",
-        )
+        Example(e.path, e.label if e.label in classes else background, f"extra:{source}:{e.group}")
         for e in examples
     ]
 
