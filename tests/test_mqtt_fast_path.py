@@ -5,6 +5,10 @@ test_ingest_mqtt.py."""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import select
+import socket
 import struct
 
 import paho.mqtt.client as paho
@@ -82,3 +86,155 @@ def test_the_fast_parse_serves_what_ingest_receives() -> None:
     c._in_packet = {"command": 0x32, "packet": packet}
     c._handle_publish()
     assert got[0].properties is None  # paho would have built an empty Properties
+
+
+# -- the read loop over whole packets in the buffer (`_BufferedClient._packet_read`) --------
+def _remaining(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+PINGRESP = b"\xd0\x00"
+
+
+@st.composite
+def _stream_packets(draw: st.DrawFn) -> list[bytes]:
+    packets = []
+    for _ in range(draw(st.integers(1, 25))):
+        if draw(st.integers(0, 9)) == 0:
+            packets.append(PINGRESP)
+            continue
+        qos = draw(st.sampled_from([0, 1, 1, 1]))
+        props = None
+        if draw(st.integers(0, 4)) == 0:
+            props = Properties(PacketTypes.PUBLISH)
+            props.MessageExpiryInterval = draw(st.integers(1, 2**31))
+        topic = draw(st.text(min_size=1, max_size=40)).encode()
+        # up to 20 kB: remaining lengths of one, two and three bytes
+        payload = draw(st.binary(max_size=20_000) | st.binary(max_size=30))
+        body = _packet(topic, draw(st.integers(1, 65535)), qos, props, payload)
+        header = 0x30 | (qos << 1) | (0x01 if draw(st.booleans()) else 0)
+        packets.append(bytes([header]) + _remaining(len(body)) + body)
+    return packets
+
+
+def _read_stream(cls: type[paho.Client], chunks: list[bytes]) -> tuple[list[tuple], float]:  # type: ignore[type-arg]
+    """Feed the chunks through a socket one at a time, reading after each like the
+    network thread does; what on_message saw, and the last-received time paho keeps."""
+    ours, broker = socket.socketpair()
+    ours.setblocking(False)
+    c = cls(CallbackAPIVersion.VERSION2, client_id="t", protocol=paho.MQTTv5, manual_ack=True)
+    c._sock = ours
+    got: list[tuple] = []  # type: ignore[type-arg]
+    c.on_message = lambda _c, _u, m: got.append(
+        (m.topic, m.mid, m.payload, m.qos, m.dup, m.retain,
+         m.properties.json() if m.properties is not None else {})
+    )  # fmt: skip
+    c._ping_t = 1.0  # a PINGRESP clears it
+    for chunk in chunks:
+        broker.sendall(chunk)
+        # read until the socket is drained (and, for ours, its buffer)
+        while select.select([ours], [], [], 0)[0] or (
+            isinstance(c, _BufferedClient) and c._buffered()
+        ):
+            assert c.loop_read() == paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+    broker.close()
+    ours.close()
+    return got, c._ping_t
+
+
+@settings(max_examples=150, deadline=None)
+@given(packets=_stream_packets(), cuts=st.lists(st.integers(0, 100_000), max_size=8))
+def test_the_read_loop_and_paho_receive_the_same_stream(
+    packets: list[bytes], cuts: list[int]
+) -> None:
+    """Whatever the packets and wherever the stream is cut (one packet over several reads,
+    several in one), both clients hand on the same messages in the same order."""
+    stream = b"".join(packets)
+    points = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
+    chunks = [stream[a:b] for a, b in itertools.pairwise(points) if b > a]
+    ours, our_ping = _read_stream(_BufferedClient, chunks)
+    theirs, their_ping = _read_stream(paho.Client, chunks)
+    assert ours == theirs
+    assert len(ours) == sum(p != PINGRESP for p in packets)
+    assert our_ping == their_ping  # a PINGRESP handled (or not) alike
+
+
+def test_the_read_loop_reports_a_closed_connection() -> None:
+    ours, broker = socket.socketpair()
+    ours.setblocking(False)
+    c = _BufferedClient(CallbackAPIVersion.VERSION2, client_id="t", protocol=paho.MQTTv5)
+    c._sock = ours
+    broker.close()
+    assert c._packet_read() == paho.MQTTErrorCode.MQTT_ERR_CONN_LOST
+
+
+def test_the_read_loop_refuses_an_overlong_remaining_length() -> None:
+    """Five length bytes are a protocol error (at most four), as in paho."""
+    ours, broker = socket.socketpair()
+    ours.setblocking(False)
+    c = _BufferedClient(CallbackAPIVersion.VERSION2, client_id="t", protocol=paho.MQTTv5)
+    c._sock = ours
+    broker.sendall(b"\x32\xff\xff\xff\xff\x01" + b"x" * 100)
+    assert c._packet_read() == paho.MQTTErrorCode.MQTT_ERR_PROTOCOL
+
+
+# -- many QoS 0 publishes as one write (`publish_many`, ingest's acks) ---------------------
+def _written(c: paho.Client, peer: socket.socket) -> bytes:
+    while c.want_write():
+        c.loop_write()
+    peer.setblocking(False)
+    out = b""
+    with contextlib.suppress(BlockingIOError):
+        while chunk := peer.recv(1 << 20):
+            out += chunk
+    return out
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    items=st.lists(
+        st.tuples(
+            st.text(min_size=1, max_size=60).filter(lambda t: not set(t) & {"+", "#", "\x00"}),
+            st.binary(max_size=400),
+        ),
+        max_size=30,
+    ),
+    retain=st.booleans(),
+    protocol=st.sampled_from([paho.MQTTv5, paho.MQTTv311]),
+)
+def test_publish_many_writes_what_paho_writes_per_publish(
+    items: list[tuple[str, bytes]], retain: bool, protocol: int
+) -> None:
+    streams = []
+    for batched in (True, False):
+        ours, peer = socket.socketpair()
+        ours.setblocking(False)
+        c = _BufferedClient(CallbackAPIVersion.VERSION2, client_id="t", protocol=protocol)
+        c._sock = ours
+        if batched:
+            c.publish_many(items, retain)
+        else:
+            for topic, payload in items:
+                c.publish(topic, payload, qos=0, retain=retain)
+        streams.append(_written(c, peer))
+        ours.close()
+        peer.close()
+    assert streams[0] == streams[1]
+
+
+def test_publish_many_refuses_a_wildcard_topic_and_queues_nothing_offline() -> None:
+    c = _BufferedClient(CallbackAPIVersion.VERSION2, client_id="t", protocol=paho.MQTTv5)
+    assert c.publish_many([("a/b", b"x")], True) == paho.MQTTErrorCode.MQTT_ERR_NO_CONN
+    ours, _peer = socket.socketpair()
+    c._sock = ours
+    try:
+        c.publish_many([("a/+/b", b"x")], True)
+    except ValueError as exc:
+        assert "a/+/b" in str(exc)
+    else:
+        raise AssertionError("a wildcard topic was published")

@@ -361,6 +361,7 @@ class IngestService(Service):
 
     def _publish_acks(self, watermarks: dict[SeqKey, int]) -> None:
         now = datetime.now(UTC)
+        out: list[tuple[str, bytes]] = []
         for key, seq in watermarks.items():
             if seq < self._acked.get(key, -1):
                 # Store processes finish in any order: a batch's watermark, read before a
@@ -371,12 +372,11 @@ class IngestService(Service):
             self._acked_lately.add(key)
             site, device, epoch = key
             ack = AckMessage(epoch=epoch, seq=seq, ts=now)
-            self.mqtt.publish(
-                topics.topic(site, device, topics.Downlink.ACK),
-                ack.model_dump_json().encode(),
-                qos=ACK_QOS,
-                retain=True,
+            out.append(
+                (topics.topic(site, device, topics.Downlink.ACK), ack.model_dump_json().encode())
             )
+        # One write for the batch's acks (a publish per ack was a system call each).
+        self.mqtt.publish_many(out, qos=ACK_QOS, retain=True)
 
     def _stored_watermarks(self, keys: Iterable[SeqKey], why: str) -> dict[SeqKey, int] | None:
         """The database's ack watermark of each stream; None (logged) when it is away."""
