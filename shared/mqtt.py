@@ -119,10 +119,10 @@ class _BufferedClient(paho.Client):
                 break  # the rest of this packet is still on the socket
             self._ew_pos = pos = at + length
             handled += 1
-            # PUBLISH at QoS 1 (dup and retain aside): the case ingest lives on
-            is_qos1_publish = (header & 0xF6) == 0x32
+            # PUBLISH at QoS 1 (ingest's data) or 0 (acks, which match its subscription)
             if (
-                is_qos1_publish
+                (header & 0xF0) == 0x30
+                and (header & 0x06) in (0, _QOS1_BITS)
                 and self._fast_publish_ok()
                 and self._fast_publish(header, buf, at, pos)
             ):
@@ -149,18 +149,21 @@ class _BufferedClient(paho.Client):
         return self._protocol == paho.MQTTv5 and self._manual_ack
 
     def _fast_publish(self, header: int, buf: bytes, start: int, stop: int) -> bool:
-        """A QoS 1 PUBLISH without properties, straight from the buffer to on_message;
-        False leaves it to paho (properties, or too short to be one)."""
-        if stop - start < 5:
+        """A QoS 0 or 1 PUBLISH without properties, straight from the buffer to
+        on_message; False leaves it to paho (properties, or too short to be one)."""
+        qos = (header >> 1) & 0x03
+        if stop - start < 3 + 2 * qos:
             return False
         (topic_len,) = _U16.unpack_from(buf, start)
-        props_at = start + 2 + topic_len + 2
+        if topic_len == 0:
+            return False  # a topic alias: paho's
+        props_at = start + 2 + topic_len + 2 * qos
         if props_at >= stop or buf[props_at] != 0:
             return False
-        (mid,) = _U16.unpack_from(buf, start + 2 + topic_len)
+        mid = _U16.unpack_from(buf, start + 2 + topic_len)[0] if qos else 0
         message = paho.MQTTMessage(mid=mid, topic=buf[start + 2 : start + 2 + topic_len])
         message.dup = bool(header & 0x08)
-        message.qos = 1
+        message.qos = qos
         message.retain = bool(header & 0x01)
         message.payload = buf[props_at + 1 : stop]
         message.timestamp = paho.time_func()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -107,6 +108,39 @@ def test_dead_letters_from_the_broker(db_url: str, engine, tmp_path: Path) -> No
         errors = sorted(conn.execute(select(DeadLetter.error)).scalars())
     assert errors[0].startswith("bad JSON")
     assert "unknown message kind 'bogus'" in errors[1]
+    pub.close()
+
+
+def test_downlink_and_alert_messages_stop_at_the_network_thread(
+    db_url: str, engine, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Acks and config match ingest's subscription (its own acks too, one per commit;
+    alerts when it takes every site); they are acknowledged and counted where they arrive, never stored or
+    dead-lettered, and a consumer that comes back on the same session is not handed them
+    again (they were acknowledged)."""
+    site = unique("s")
+    dev = Dev(site, "dev1")
+    pub = Publisher()
+    settings = ingest_settings(db_url, site)
+    with running_ingest(settings, tmp_path / "c") as svc:
+        count = svc.metrics.get
+        pub.publish(f"earwitness/v1/{site}/dev1/config", b"{}")
+        pub.client.publish(f"earwitness/v1/{site}/dev1/ack", b'{"seq": 2}', qos=0)
+        pub.publish(dev.topic(Kind.INFERENCE), wire(dev.inference(0)))
+        # the inference stored, its ack published, and that ack comes back too
+        wait_for(
+            lambda: count("messages_total", kind="ack_ignored") == 2,
+            what=f"2 acks ignored (counted {count('messages_total', kind='ack_ignored')})",
+        )
+        assert count("messages_total", kind="config_ignored") == 1
+        assert count("messages_total", kind="inference") == 1
+        assert rows(engine) == 1
+    with running_ingest(settings, tmp_path / "c") as again:
+        pub.publish(dev.topic(Kind.INFERENCE), wire(dev.inference(1)))
+        wait_for(lambda: rows(engine) == 2, what="the second inference stored")
+        time.sleep(0.5)  # anything the broker would hand over again has arrived by now
+        assert again.metrics.get("messages_total", kind="config_ignored") == 0
+    assert rows(engine, DeadLetter) == 0
     pub.close()
 
 

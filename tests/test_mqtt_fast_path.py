@@ -113,7 +113,7 @@ def _stream_packets(draw: st.DrawFn) -> list[bytes]:
         if draw(st.integers(0, 4)) == 0:
             props = Properties(PacketTypes.PUBLISH)
             props.MessageExpiryInterval = draw(st.integers(1, 2**31))
-        topic = draw(st.text(min_size=1, max_size=40)).encode()
+        topic = draw(st.text(min_size=1, max_size=40)).encode()  # empty: an alias, paho
         # up to 20 kB: remaining lengths of one, two and three bytes
         payload = draw(st.binary(max_size=20_000) | st.binary(max_size=30))
         body = _packet(topic, draw(st.integers(1, 65535)), qos, props, payload)

@@ -214,11 +214,23 @@ class IngestService(Service):
         log.info("subscribed (group %s, sites %s)", self.cfg.group, self.cfg.sites or "all")
 
     def _on_message(self, msg: paho.MQTTMessage) -> None:
+        topic = msg.topic
+        kind = topic[topic.rfind("/") + 1 :]
+        alert = topics.is_alert_topic(topic)
+        if alert or topics.is_downlink(kind):
+            # Our own acks (one per device per commit: as many as the data itself at fleet
+            # scale), operators' config and the alert service's notifications match the
+            # subscription too; nothing of them is stored, so they stop here rather than
+            # cross the pipe to a store process.
+            self.metrics.inc("messages_total", kind="alert_ignored" if alert else f"{kind}_ignored")
+            if msg.qos:
+                self.mqtt.ack(msg.mid, msg.qos)
+            return
         with self._gen_lock:
             generation = self._generation
         self._inbox.append(
             RawMessage(
-                topic=msg.topic,
+                topic=topic,
                 payload=bytes(msg.payload),  # size bounded by the broker's limit
                 received=datetime.now(UTC),
                 token=_Token(msg.mid, msg.qos, generation),
