@@ -65,6 +65,7 @@ class _Token:
     mid: int
     qos: int
     generation: int  # MQTT connection the message arrived on
+    arrived: float = 0.0  # time.monotonic() when the network thread handed it on
 
 
 class _Resubmit:
@@ -233,7 +234,7 @@ class IngestService(Service):
                 topic=topic,
                 payload=bytes(msg.payload),  # size bounded by the broker's limit
                 received=datetime.now(UTC),
-                token=_Token(msg.mid, msg.qos, generation),
+                token=_Token(msg.mid, msg.qos, generation, time.monotonic()),
             )
         )
         if not self._arrived.is_set():
@@ -241,15 +242,22 @@ class IngestService(Service):
 
     # -- store thread -----------------------------------------------------------------
     def _collect(self) -> list[RawMessage]:
-        """Up to batch_size messages, waiting at most batch_ms after the first one; empty
-        after IDLE_WAKE_S without any."""
+        """Up to batch_size messages, waiting at most batch_ms after the first one
+        *arrived*; empty after IDLE_WAKE_S without any. A first message that already
+        waited that long (every store process was busy) goes with what is there now:
+        waiting batch_ms more on top grew every batch by batch_ms of traffic, so every
+        store took longer, and at a fleet's load the wait came back many times over in
+        publish-to-ack latency."""
         batch: list[RawMessage] = []
         deadline: float | None = None
         while len(batch) < self.cfg.batch_size:
             if self._inbox:
-                batch.append(self._inbox.popleft())
+                raw = self._inbox.popleft()
+                batch.append(raw)
                 if deadline is None:
-                    deadline = time.monotonic() + self.cfg.batch_ms / 1000
+                    arrived = raw.token.arrived if isinstance(raw.token, _Token) else 0.0
+                    now = time.monotonic()
+                    deadline = min(now, arrived or now) + self.cfg.batch_ms / 1000
                 continue
             if deadline is None and self._stop.is_set():
                 break
