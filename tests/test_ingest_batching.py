@@ -1,6 +1,7 @@
-"""How ingest cuts batches (`IngestService._collect`): at most batch_ms after the first
-message *arrived*, so a message that already waited for a busy store process is not held
-back a second time."""
+"""What ingest's store loop does between batches: how it cuts them
+(`IngestService._collect`: at most batch_ms after the first message *arrived*, so a
+message that already waited for a busy store process is not held back a second time) and
+how it spreads its ack resync (`_resync_acks`) over its passes."""
 
 from __future__ import annotations
 
@@ -54,3 +55,33 @@ def test_part_of_the_wait_is_left_for_a_message_that_waited_part_of_it(tmp_path:
     svc._collect()
     waited = time.monotonic() - t0
     assert BATCH_MS / 1000 * 0.4 <= waited < BATCH_MS / 1000 * 0.9
+
+
+def test_the_ack_resync_checks_a_chunk_of_streams_per_pass(tmp_path: Path) -> None:
+    """A resync of many streams is spread over passes of the store loop (one query for
+    a fleet's streams held the loop), and every stream is checked in the end."""
+    from sqlalchemy import insert
+
+    from earwitness.cloud.db.migrate import upgrade
+    from earwitness.cloud.db.models import AckWatermark
+    from earwitness.cloud.ingest.consumer import ACK_REPUBLISH_CHUNK
+
+    svc = _service(tmp_path)
+    upgrade(svc.engine)
+    n = 2 * ACK_REPUBLISH_CHUNK + 200
+    keys = [("s", f"d{i}", "epoch0001") for i in range(n)]
+    with svc.engine.begin() as conn:  # another consumer moved every mark to 5
+        conn.execute(
+            insert(AckWatermark),
+            [{"device_id": d, "epoch": e, "seq": 5, "updated_at": datetime.now(UTC)}
+             for _s, d, e in keys],
+        )  # fmt: skip
+    svc._acked = dict.fromkeys(keys, 3)
+    svc._acked_lately = set(keys)
+    svc._next_ack_resync = 0.0
+    checked = []
+    for _ in range(3):
+        svc._resync_acks()
+        checked.append(sum(seq == 5 for seq in svc._acked.values()))
+    assert checked == [ACK_REPUBLISH_CHUNK, 2 * ACK_REPUBLISH_CHUNK, n]
+    assert svc.metrics.total("acks_republished_total") == n
