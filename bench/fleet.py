@@ -6,7 +6,8 @@ codec below; a paho client per device would cost a thread each). A device does w
 edge agent does on the wire (docs/protocol.md): client id = device id, a retained
 ``online`` status on connect with an ``offline`` last will, a subscription to its retained
 ``ack`` topic, one inference every ``--period`` seconds and a heartbeat every
-``--heartbeat`` seconds, each with the outbox's (epoch, seq) and uuid5 message id, kept
+``--heartbeat`` seconds (at a random phase, or ``--heartbeats together``; each interval
+within the agent's +-10 %), each with the outbox's (epoch, seq) and uuid5 message id, kept
 until an ack covers it, re-sent after a reconnect (at most ``ACK_WINDOW`` unacknowledged)
 and when acks stop moving, and reconnects with the agent's backoff
 (``shared.mqtt.reconnect_delay``; ``--backoff doubling`` is paho's own, unjittered).
@@ -53,6 +54,7 @@ import pymysql
 from bench._common import machine, percentile
 from earwitness.cloud.db.engine import make_engine
 from earwitness.cloud.db.migrate import upgrade
+from earwitness.edge.agent import HEARTBEAT_JITTER
 from earwitness.edge.publisher import ACK_WINDOW
 from earwitness.shared.messages import message_id
 from earwitness.shared.mqtt import reconnect_delay
@@ -341,6 +343,7 @@ class Fleet:
     period: float
     heartbeat: float
     backoff: str
+    heartbeats: str = "spread"
     sites: int = 100
     devices: list[Device] = field(default_factory=list)
     t0: float = field(default_factory=time.monotonic)
@@ -363,6 +366,10 @@ class Fleet:
         tag = uuid.uuid4().hex[:4]
         for i in range(self.n):
             self.devices.append(Device(self, f"fleet{tag}s{i % self.sites:03d}", f"dev{i:05d}"))
+        if self.heartbeats == "spread":  # a fleet that has run a while: any phase
+            now = time.monotonic()
+            for d in self.devices:
+                d.last_heartbeat = now - self.rng.uniform(0, self.heartbeat)
 
     def lat(self, d: Device) -> float:
         return 35 + int(d.id[3:]) % 200 / 10  # a grid over Europe
@@ -408,7 +415,10 @@ class Fleet:
                 if self.producing:
                     d.produce("inference")
                     if now - d.last_heartbeat >= self.heartbeat:
-                        d.last_heartbeat = now
+                        # the agent's interval: +-HEARTBEAT_JITTER of the period
+                        d.last_heartbeat = now + self.heartbeat * self.rng.uniform(
+                            -HEARTBEAT_JITTER, HEARTBEAT_JITTER
+                        )
                         d.produce("heartbeat")
                 d.check_overdue(now)
                 if d.protocol is not None and now - d.protocol.last_write > KEEPALIVE_S / 2:
@@ -677,7 +687,14 @@ async def run(args: argparse.Namespace) -> int:
     services.start(args.writers, args.consumers)
     assert services.broker is not None
     status = 1
-    fleet = Fleet(services.broker.port, args.devices, args.period, args.heartbeat, args.backoff)
+    fleet = Fleet(
+        services.broker.port,
+        args.devices,
+        args.period,
+        args.heartbeat,
+        args.backoff,
+        args.heartbeats,
+    )
     try:
         log(
             f"{machine()}; {args.devices} devices on {fleet.sites} sites, one inference per"
@@ -826,6 +843,14 @@ def main(argv: list[str] | None = None) -> int:
         choices=("jittered", "doubling"),
         default="jittered",
         help="jittered: the agent's (shared.mqtt.reconnect_delay); doubling: paho's own",
+    )
+    parser.add_argument(
+        "--heartbeats",
+        choices=("spread", "together"),
+        default="spread",
+        help="spread: each device's heartbeats at a random phase of the period (a fleet"
+        " that has run a while); together: every device's first at once (a site powered"
+        " on at once), later ones spread only by the agent's jitter",
     )
     parser.add_argument("--keep", action="store_true", help="keep the database and files")
     args = parser.parse_args(argv)

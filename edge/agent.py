@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import random
 import threading
 import time
 import uuid
@@ -60,6 +61,11 @@ log = logging.getLogger(__name__)
 RING_SECONDS = 30.0  # audio kept for clips: pre-roll + window + post-roll + inference lag
 STALL_S = 15.0  # no window for this long while capture runs: unhealthy
 FIRST_HEARTBEAT_S = 5.0  # the cloud sees a new device's counters this soon after start
+HEARTBEAT_JITTER = 0.1
+"""Each heartbeat interval is drawn within +-10 % of ``heartbeat_s``: the devices of a site
+that power on together otherwise send their heartbeats in the same second for as long as
+they run, and at fleet scale each such burst showed as a spike in ingest's latency every
+period (bench/fleet.py, docs/benchmarks.md)."""
 OUTBOX_EXPIRY_EVERY_S = 60.0  # max_age_s is hours or days: a minute late is nothing
 TICK_S = 0.2  # how often the periodic work looks at the clock
 
@@ -614,7 +620,9 @@ class EdgeAgent(Service):
                 next_heartbeat = now  # the final counters, once the source is done
             if now >= next_heartbeat:
                 self.send_heartbeat()
-                next_heartbeat = now + hb
+                next_heartbeat = now + hb * random.uniform(
+                    1 - HEARTBEAT_JITTER, 1 + HEARTBEAT_JITTER
+                )
                 if final_sent:
                     self.final_heartbeat.set()
             if now >= next_expiry:
