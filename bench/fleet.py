@@ -605,12 +605,15 @@ async def measure(
     fleet.measuring = True
     t0 = time.monotonic()
     held = []
+    seen = 0  # latencies are appended as acks arrive: the slice since then is this window
     while time.monotonic() - t0 < seconds:
         await asyncio.sleep(5)
         held.append(fleet.connected)
+        window, seen = fleet.latencies[seen:], len(fleet.latencies)
+        p95 = f"{percentile(window, 95):.2f} s" if window else "-"
         log(
             f"steady: {fleet.connected} connected, backlog {fleet.backlog()},"
-            f" {len(fleet.latencies)} acked in this phase"
+            f" {len(fleet.latencies)} acked in this phase, p95 of the last 5 s {p95}"
         )
     fleet.measuring = False
     dt = time.monotonic() - t0
