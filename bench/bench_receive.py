@@ -30,18 +30,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bench._common import machine
 from earwitness.shared.messages import AckMessage
-from earwitness.shared.mqtt import _BufferedClient
+from earwitness.shared.mqtt import _BufferedClient, remaining_length
 
 PAYLOAD = b'{"v":1,"kind":"inference","scores":' + b"[0.1234]" * 80 + b"}"
-
-
-def _remaining(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def publishes(n: int, devices: int) -> bytes:
@@ -50,7 +41,7 @@ def publishes(n: int, devices: int) -> bytes:
         topic = f"earwitness/v1/site{i % 100}/dev{i % devices:05d}/inference".encode()
         body = struct.pack("!H", len(topic)) + topic + struct.pack("!H", i % 65535 + 1)
         body += b"\x00" + PAYLOAD  # no properties
-        out += b"\x32" + _remaining(len(body)) + body
+        out += b"\x32" + remaining_length(len(body)) + body
     return bytes(out)
 
 
@@ -98,7 +89,7 @@ def acks(batched: bool, n: int) -> float:
             (f"earwitness/v1/site{i % 100}/dev{i:05d}/ack", ack.model_dump_json().encode())
         )
     for topic, payload in items:
-        expected += 1 + len(_remaining(2 + len(topic) + 1 + len(payload)))
+        expected += 1 + len(remaining_length(2 + len(topic) + 1 + len(payload)))
         expected += 2 + len(topic) + 1 + len(payload)
 
     def drain() -> None:

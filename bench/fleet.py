@@ -57,7 +57,7 @@ from earwitness.cloud.db.migrate import upgrade
 from earwitness.edge.agent import HEARTBEAT_JITTER
 from earwitness.edge.publisher import ACK_WINDOW
 from earwitness.shared.messages import message_id
-from earwitness.shared.mqtt import reconnect_delay
+from earwitness.shared.mqtt import reconnect_delay, remaining_length
 from tests.services import PrivateBroker, port_open
 
 MESSAGE_TABLES = ("inferences", "heartbeats")
@@ -72,15 +72,6 @@ def log(message: str) -> None:
 
 
 # -- a minimal MQTT 3.1.1 codec ------------------------------------------------------------
-def _remaining(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def _str(value: str | bytes) -> bytes:
     raw = value.encode() if isinstance(value, str) else value
     return struct.pack("!H", len(raw)) + raw
@@ -90,17 +81,17 @@ def connect_packet(client_id: str, will_topic: str, will: bytes, keepalive: int)
     flags = 0x02 | 0x04 | 0x08 | 0x20  # clean session, will, will QoS 1, will retained
     body = _str("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive)
     body += _str(client_id) + _str(will_topic) + _str(will)
-    return b"\x10" + _remaining(len(body)) + body
+    return b"\x10" + remaining_length(len(body)) + body
 
 
 def publish_packet(topic: str, payload: bytes, packet_id: int, retain: bool = False) -> bytes:
     body = _str(topic) + struct.pack("!H", packet_id) + payload
-    return bytes([0x32 | (1 if retain else 0)]) + _remaining(len(body)) + body
+    return bytes([0x32 | (1 if retain else 0)]) + remaining_length(len(body)) + body
 
 
 def subscribe_packet(topic_filter: str, packet_id: int) -> bytes:
     body = struct.pack("!H", packet_id) + _str(topic_filter) + b"\x01"
-    return b"\x82" + _remaining(len(body)) + body
+    return b"\x82" + remaining_length(len(body)) + body
 
 
 PINGREQ = b"\xc0\x00"

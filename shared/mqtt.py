@@ -33,6 +33,16 @@ READ_CHUNK = 64 * 1024
 """Bytes per recv(): one call serves hundreds of small messages."""
 
 
+def remaining_length(n: int) -> bytes:
+    """MQTT's remaining length of a packet: 7 bits per byte, least significant first."""
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
 def _in_packet(command: int, length: int, body: bytearray) -> Any:
     """paho's record of the packet being read, whole (as its own read leaves it)."""
     return {
@@ -200,13 +210,8 @@ class _BufferedClient(paho.Client):
             if "+" in topic or "#" in topic or "\x00" in topic:
                 raise ValueError(f"publish topic may not contain +, # or NUL: {topic[:200]!r}")
             encoded = topic.encode()
-            length = 2 + len(encoded) + len(props) + len(payload)
             out.append(command)
-            while True:
-                byte, length = length & 0x7F, length >> 7
-                out.append(byte | (0x80 if length else 0))
-                if not length:
-                    break
+            out += remaining_length(2 + len(encoded) + len(props) + len(payload))
             out += _U16.pack(len(encoded))
             out += encoded
             out += props

@@ -18,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from earwitness.shared.mqtt import _BufferedClient
+from earwitness.shared.mqtt import _BufferedClient, remaining_length
 
 
 def _packet(topic: bytes, mid: int, qos: int, props: Properties | None, payload: bytes) -> bytes:
@@ -89,15 +89,6 @@ def test_the_fast_parse_serves_what_ingest_receives() -> None:
 
 
 # -- the read loop over whole packets in the buffer (`_BufferedClient._packet_read`) --------
-def _remaining(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 PINGRESP = b"\xd0\x00"
 
 
@@ -118,7 +109,7 @@ def _stream_packets(draw: st.DrawFn) -> list[bytes]:
         payload = draw(st.binary(max_size=20_000) | st.binary(max_size=30))
         body = _packet(topic, draw(st.integers(1, 65535)), qos, props, payload)
         header = 0x30 | (qos << 1) | (0x01 if draw(st.booleans()) else 0)
-        packets.append(bytes([header]) + _remaining(len(body)) + body)
+        packets.append(bytes([header]) + remaining_length(len(body)) + body)
     return packets
 
 
