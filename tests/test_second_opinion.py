@@ -159,16 +159,37 @@ def test_two_workers_process_every_clip_exactly_once(
         engine = make_engine(url)
         upgrade(engine)
         store_clips(engine, tmp_path / "clips", patch_model, class_map, waves)
+        # Each worker's first clip waits until the other worker has claimed clips of its
+        # own: both hold claims at once, whatever the threads' timing on a loaded machine.
+        both_claimed = threading.Barrier(2, timeout=60)
+
+        class Rendezvous:
+            def __init__(self) -> None:
+                self.inner, self.met = YamnetReference(MODELS), False
+
+            def score(self, wave: np.ndarray):  # type: ignore[no-untyped-def]
+                if not self.met:
+                    self.met = True
+                    both_claimed.wait()
+                return self.inner.score(wave)
+
         workers = [
-            Worker(
-                engine, FileClipStore(tmp_path / "clips"), [YamnetReference(MODELS)], name=f"w{i}"
-            )
+            Worker(engine, FileClipStore(tmp_path / "clips"), [Rendezvous()], name=f"w{i}")  # type: ignore[list-item]
             for i in range(2)
         ]
 
+        def open_clips() -> int:
+            return count(engine, Clip, Clip.status.in_(["pending", "claimed"]))
+
         def drain(w: Worker) -> None:
-            while w.run_once(limit=5):
-                pass
+            # An empty claim is not the end (the other worker may hold the rest): a
+            # worker stops when no clip is left open, as the service's loop idles.
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                if not w.run_once(limit=5):
+                    if not open_clips():
+                        return
+                    time.sleep(0.02)
 
         threads = [threading.Thread(target=drain, args=(w,)) for w in workers]
         for t in threads:
