@@ -283,3 +283,55 @@ def test_known_devices_are_rewritten_only_when_something_changed(engine, tmp_pat
     assert seen()[0] == first + timedelta(seconds=0.48 * late)
     store(moved, late + 1)  # 0.48 s later, somewhere else: written at once
     assert seen() == (first + timedelta(seconds=0.48 * (late + 1)), 47.0)
+
+
+def test_concurrent_writers_settle_every_watermark(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Two writers (as two store processes, or two consumers on a shared subscription)
+    get the same devices' messages in random splits and orders, at once. Each takes the
+    marks' locks last in its transaction: every mark must end at the highest seq, with
+    no pending run left behind and every message stored once."""
+    import random
+    import threading
+
+    from earwitness.cloud.db.models import PendingSeq
+
+    rng = random.Random(7)
+    devs = [Dev("site1", f"race{uuid.uuid4().hex[:6]}{i}") for i in range(12)]
+    messages = [raw(d, Kind.INFERENCE, d.inference(s)) for d in devs for s in range(60)]
+    rng.shuffle(messages)
+    halves = [messages[0::2], messages[1::2]]
+    clips = FileClipStore(tmp_path / "clips")
+    errors: list[BaseException] = []
+
+    def writer(mine: list[RawMessage]) -> None:
+        batches = BatchStore(engine)
+        try:
+            for i in range(0, len(mine), 45):
+                batches.store(prepare(mine[i : i + 45], clips, Limits(512 * 1024, 4096)))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(half,)) for half in halves]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    ids = [d.device for d in devs]
+    with engine.connect() as conn:
+        marks = dict(
+            conn.execute(
+                select(AckWatermark.device_id, AckWatermark.seq).where(
+                    AckWatermark.device_id.in_(ids)
+                )
+            ).all()
+        )
+        left = conn.execute(
+            select(func.count()).select_from(PendingSeq).where(PendingSeq.device_id.in_(ids))
+        ).scalar_one()
+        stored = conn.execute(
+            select(func.count()).select_from(Inference).where(Inference.device_id.in_(ids))
+        ).scalar_one()
+    assert marks == {d: 59 for d in ids}
+    assert left == 0
+    assert stored == len(messages)

@@ -1,8 +1,8 @@
-"""Commit a validated batch in one transaction, then advance the ack watermarks.
+"""Commit a validated batch and the ack watermarks it moves, in one transaction.
 
-The transaction stores data rows idempotently (keyed by message id), dead letters, and
-the (device, epoch, seq) of everything stored. A second short transaction advances the
-per-device ack watermark: the highest seq such that it and every lower seq are stored.
+The transaction stores data rows idempotently (keyed by message id) and dead letters,
+then, last, moves each device's ack watermark (the highest seq such that it and every
+lower seq are stored) over the seqs it stored; seqs above a gap wait as pending runs.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ one of those changed or its last_seen is this much newer than the one written: o
 fleet of 10,000 devices meant 10,000 device-row updates per second. ``last_seen`` may lag
 by this much; online/offline comes from status messages, not from it."""
 SEEN_CACHE_MAX = 1_000_000  # devices remembered per writer process before starting over
+STREAMS_CACHE_MAX = 1_000_000  # (device, epoch) with a committed watermark row, likewise
 _SEEN_FIELDS = ("site", "lat", "lon", "model_id", "software_version")
 
 
@@ -54,20 +55,15 @@ class WriteResult:
     db_retries: int = 0  # retries this write needed after transient database errors
 
 
-def seq_runs(seqs: set[tuple[str, str, str, int]]) -> list[dict[str, Any]]:
-    """Stored seqs as pending_seqs rows: one per contiguous run per (device, epoch)."""
-    runs: list[dict[str, Any]] = []
+def seq_runs(seqs: set[tuple[str, str, str, int]]) -> dict[acks.Stream, list[acks.Run]]:
+    """Stored seqs as runs, per (device, epoch): one per contiguous stretch."""
+    runs: dict[acks.Stream, list[acks.Run]] = {}
     for _site, device, epoch, seq in sorted(seqs):
-        last = runs[-1] if runs else None
-        if (
-            last
-            and last["device_id"] == device
-            and last["epoch"] == epoch
-            and (seq == last["seq_end"] + 1)
-        ):
-            last["seq_end"] = seq
+        stream = runs.setdefault((device, epoch), [])
+        if stream and seq == stream[-1][1] + 1:
+            stream[-1] = (stream[-1][0], seq)
         else:
-            runs.append({"device_id": device, "epoch": epoch, "seq": seq, "seq_end": seq})
+            stream.append((seq, seq))
     return runs
 
 
@@ -95,6 +91,7 @@ class BatchStore:
         self.max_retries = max_retries
         self.retries = 0
         self._seen: dict[str, dict[str, Any]] = {}  # device rows this process wrote last
+        self._streams: set[acks.Stream] = set()  # watermark rows known to be committed
 
     def _devices_due(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         due = []
@@ -128,7 +125,6 @@ class BatchStore:
     def store(self, p: Prepared) -> WriteResult:
         retries_before = self.retries
         result = with_retries(lambda: self._store_once(p), self.max_retries, self._on_retry)
-        result.watermarks = self.advance_watermarks(p)
         result.kinds = dict(p.kinds)
         result.lags_s = p.lags_s
         result.db_retries = self.retries - retries_before
@@ -162,27 +158,18 @@ class BatchStore:
                     for device, hb in p.latest_heartbeat.items()
                 },
             )
-            acks.record_runs(session, seq_runs(p.seqs))
+            site_of = {(d, e): site for site, d, e in (*p.floors, *(k[:3] for k in p.seqs))}
+            floors = {(d, e): floor for (_s, d, e), floor in p.floors.items()}
+            marks = acks.settle(session, seq_runs(p.seqs), floors, self._streams)
         self._remember_devices(due)  # only once committed
+        if len(self._streams) > STREAMS_CACHE_MAX:
+            self._streams.clear()
+        self._streams.update(marks)
+        result.watermarks = {(site_of[stream], *stream): mark for stream, mark in marks.items()}
         result.stored = inserted
         result.duplicates = p.data_rows - inserted
         result.dead_letters = len(p.dead)
         return result
-
-    # -- acknowledgements ------------------------------------------------------------
-    def advance_watermarks(self, p: Prepared) -> dict[SeqKey, int]:
-        keys = sorted({(s, d, e) for (s, d, e, _q) in p.seqs} | set(p.floors))
-        if not keys:
-            return {}
-        site_of = {(d, e): s for s, d, e in keys}
-        floors = {(d, e): floor for (_s, d, e), floor in p.floors.items()}
-
-        def once() -> dict[acks.Stream, int]:
-            with transaction(self.engine) as session:
-                return acks.advance_watermarks(session, list(site_of), floors)
-
-        marks = with_retries(once, self.max_retries, self._on_retry)
-        return {(site_of[stream], *stream): mark for stream, mark in marks.items()}
 
 
 def store_batch(

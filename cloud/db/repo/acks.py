@@ -4,7 +4,7 @@ watermark, the highest seq such that it and every lower seq are stored."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,18 +17,11 @@ from earwitness.cloud.db.models import AckWatermark, PendingSeq, table_of
 Stream = tuple[str, str]  # (device, epoch)
 
 
-def record_runs(session: Session, runs: Sequence[Mapping[str, Any]]) -> None:
-    """Stored seqs as pending_seqs runs: a run that starts where a stored one starts
-    extends it."""
-
-    def on_conflict(new: Any, table: Any) -> dict[str, Any]:
-        return {"seq_end": greatest(session, table.c.seq_end, new.seq_end)}
-
-    upsert(session, table_of(PendingSeq), runs, ["device_id", "epoch", "seq"], on_conflict)
+Run = tuple[int, int]  # seq..seq_end, both stored
 
 
-def advance(mark: int, runs: list[tuple[int, int]]) -> int:
-    """The watermark after the pending runs (sorted by start): it moves over every run
+def advance(mark: int, runs: list[Run]) -> int:
+    """The watermark after the stored runs (sorted by start): it moves over every run
     that starts at or before ``mark + 1`` and stops at the first gap."""
     for start, end in runs:
         if start > mark + 1:
@@ -37,74 +30,97 @@ def advance(mark: int, runs: list[tuple[int, int]]) -> int:
     return mark
 
 
-def advance_watermarks(
-    session: Session, streams: Sequence[Stream], floors: Mapping[Stream, int]
+def settle(
+    session: Session,
+    runs: Mapping[Stream, Sequence[Run]],
+    floors: Mapping[Stream, int],
+    known: Collection[Stream] = (),
 ) -> dict[Stream, int]:
-    """Move each stream's watermark over its stored runs (and up to its floor: seqs the
-    device says it no longer holds) and return the new marks. Three statements for the
-    whole batch, not three per device; marks are locked in sorted order, so concurrent
-    consumers lock in one order."""
+    """Move each stream's watermark over the runs this transaction stores and the runs
+    stored before it (and up to its floor: seqs the device says it no longer holds);
+    keep in ``pending_seqs`` only the runs still above a gap. Returns the new marks.
+
+    Called last in the transaction that stores the data, so the marks commit with it
+    and their row locks (taken in sorted order: concurrent writers lock in one order)
+    are held only until that commit. A device's messages mostly arrive in order, so
+    mostly nothing is written to ``pending_seqs`` at all: each run is absorbed by the
+    mark it continues. A statement or two per batch, never one per device. ``known``
+    are streams whose watermark row this process has seen committed (no insert needed).
+    """
     now = datetime.now(UTC)
-    pairs = sorted(set(streams))
-    insert_ignore(
-        session,
-        table_of(AckWatermark),
-        [{"device_id": d, "epoch": e, "seq": -1, "updated_at": now} for d, e in pairs],
-        "device_id",
-    )
-    which = tuple_(AckWatermark.device_id, AckWatermark.epoch).in_(pairs)
-    query = lock_rows(
-        session,
-        select(AckWatermark.device_id, AckWatermark.epoch, AckWatermark.seq)
-        .where(which)
-        .order_by(AckWatermark.device_id, AckWatermark.epoch),
-    )
-    marks = {(d, e): int(q) for d, e, q in session.execute(query)}
-    pending: dict[Stream, list[tuple[int, int]]] = defaultdict(list)
+    pairs = sorted(set(runs) | set(floors))
+    if not pairs:
+        return {}
+    table = table_of(AckWatermark)
+    fresh = [p for p in pairs if p not in known]
+    if fresh:
+        insert_ignore(session, table, [_mark_row(d, e, -1, now) for d, e in fresh], "device_id")
+    marks = _lock_marks(session, pairs)
+    gone = [p for p in pairs if p not in marks]  # known here, yet deleted since
+    if gone:
+        insert_ignore(session, table, [_mark_row(d, e, -1, now) for d, e in gone], "device_id")
+        marks.update(_lock_marks(session, gone))
+    # A plain read after the locks: the transaction's first consistent read (everything
+    # before it writes), so its snapshot holds every run committed by writers that held
+    # these locks before. A locking read here would take gap locks in pending_seqs, which
+    # concurrent writers' inserts of other devices' runs would deadlock on.
+    stored: dict[Stream, list[Run]] = defaultdict(list)
     for d, e, q, q_end in session.execute(
         select(PendingSeq.device_id, PendingSeq.epoch, PendingSeq.seq, PendingSeq.seq_end)
         .where(tuple_(PendingSeq.device_id, PendingSeq.epoch).in_(pairs))
         .order_by(PendingSeq.device_id, PendingSeq.epoch, PendingSeq.seq)
     ):
-        pending[(d, e)].append((int(q), int(q_end)))
-    stale = []
+        stored[(d, e)].append((int(q), int(q_end)))
     moved: list[dict[str, Any]] = []
+    keep: list[dict[str, Any]] = []
+    covered: list[tuple[str, str, int]] = []
     out: dict[Stream, int] = {}
-    for device, epoch in pairs:
-        start = marks[(device, epoch)]
-        mark = advance(max(start, floors.get((device, epoch), -1)), pending[(device, epoch)])
+    for stream in pairs:
+        start = marks[stream]
+        new = sorted(runs.get(stream, ()))
+        mark = advance(max(start, floors.get(stream, -1)), sorted([*stored[stream], *new]))
         if mark != start:
-            moved.append({"device_id": device, "epoch": epoch, "seq": mark, "updated_at": now})
-        if pending[(device, epoch)] and pending[(device, epoch)][0][1] <= mark:
-            stale.append((device, epoch))
-        out[(device, epoch)] = mark
-    # One statement for every mark that moved (the rows exist and are locked above), not
-    # one UPDATE per device: a batch from a large fleet touches thousands of devices.
-    upsert(
-        session,
-        table_of(AckWatermark),
-        moved,
-        ["device_id", "epoch"],
-        lambda new, _table: {"seq": new.seq, "updated_at": new.updated_at},
-    )
-    if stale:
-        # Runs the new marks cover, in one statement whose size does not grow with the
-        # number of devices (an OR of per-device ranges took seconds to build for 2,000).
-        covered = (
-            select(AckWatermark.seq)
-            .where(
-                AckWatermark.device_id == PendingSeq.device_id,
-                AckWatermark.epoch == PendingSeq.epoch,
-            )
-            .scalar_subquery()
-        )
+            moved.append(_mark_row(*stream, mark, now))
+        keep += [
+            {"device_id": stream[0], "epoch": stream[1], "seq": q, "seq_end": q_end}
+            for q, q_end in new
+            if q_end > mark
+        ]
+        covered += [(*stream, q) for q, q_end in stored[stream] if q_end <= mark]
+        out[stream] = mark
+    # One statement for every mark that moved (the rows exist and are locked above).
+    upsert(session, table, moved, ["device_id", "epoch"], _set_mark)
+    if keep:  # a run that starts where a stored one starts extends it
+
+        def extend(new: Any, pending: Any) -> dict[str, Any]:
+            return {"seq_end": greatest(session, pending.c.seq_end, new.seq_end)}
+
+        upsert(session, table_of(PendingSeq), keep, ["device_id", "epoch", "seq"], extend)
+    if covered:
         session.execute(
             delete(PendingSeq).where(
-                tuple_(PendingSeq.device_id, PendingSeq.epoch).in_(stale),
-                PendingSeq.seq_end <= covered,
+                tuple_(PendingSeq.device_id, PendingSeq.epoch, PendingSeq.seq).in_(covered)
             )
         )
     return out
+
+
+def _mark_row(device: str, epoch: str, seq: int, now: datetime) -> dict[str, Any]:
+    return {"device_id": device, "epoch": epoch, "seq": seq, "updated_at": now}
+
+
+def _set_mark(new: Any, _table: Any) -> dict[str, Any]:
+    return {"seq": new.seq, "updated_at": new.updated_at}
+
+
+def _lock_marks(session: Session, pairs: Sequence[Stream]) -> dict[Stream, int]:
+    query = lock_rows(
+        session,
+        select(AckWatermark.device_id, AckWatermark.epoch, AckWatermark.seq)
+        .where(tuple_(AckWatermark.device_id, AckWatermark.epoch).in_(pairs))
+        .order_by(AckWatermark.device_id, AckWatermark.epoch),
+    )
+    return {(d, e): int(q) for d, e, q in session.execute(query)}
 
 
 def watermarks(session: Session, streams: Sequence[Stream]) -> dict[Stream, int]:

@@ -1,0 +1,145 @@
+"""One store process's cost per message at fleet shape: batches whose messages come from
+as many devices as the batch is long (one message each), as ingest sees a large fleet,
+stored by ``BatchStore`` into a fresh MariaDB database, without MQTT.
+
+Few devices with many messages each (``bench_ingest``) cost little per message; a fleet
+costs per device (its watermark, its pending runs, its device row). This isolates that
+cost and names where it goes (cProfile, per batch): validation, the inference insert,
+the ack watermarks.
+
+    .venv/bin/python bench/bench_store.py --devices 4000 --batch 1000 --batches 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import random
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import pymysql
+
+from bench._common import machine
+from earwitness.cloud.clipstore import FileClipStore
+from earwitness.cloud.db.engine import make_engine
+from earwitness.cloud.db.migrate import upgrade
+from earwitness.cloud.ingest.store import BatchStore, store_batch
+from earwitness.cloud.ingest.validate import Limits, RawMessage
+from earwitness.shared.messages import message_id
+
+HEARTBEAT_SHARE = 1 / 16  # a heartbeat per 30 s beside an inference per 2 s
+PARTS = {  # what the profile reports, by function name
+    "prepare": "validate (prepare)",
+    "add_many": "data inserts",
+    "settle": "ack watermarks (settle)",
+    "record_seen": "device rows",
+    "set_last_heartbeats": "latest heartbeats",
+}
+
+
+class Fleet:
+    def __init__(self, devices: int, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.devices = [
+            (f"site{i % 20}", f"dev-{i:05d}", uuid.uuid4().hex[:16]) for i in range(devices)
+        ]
+        self.seqs = [0] * devices
+        self.cursor = 0
+
+    def message(self, i: int) -> RawMessage:
+        site, device, epoch = self.devices[i]
+        seq = self.seqs[i]
+        self.seqs[i] += 1
+        now = datetime.now(UTC).isoformat()
+        kind = "heartbeat" if self.rng.random() < HEARTBEAT_SHARE else "inference"
+        head = (
+            f'{{"v":1,"kind":"{kind}","id":"{message_id(device, epoch, seq)}","site":"{site}",'
+            f'"device":"{device}","ts":"{now}","epoch":"{epoch}","seq":{seq},'
+        )
+        if kind == "inference":
+            body = (
+                f'"window_start":"{now}","window_s":0.96,"top":[{{"index":0,"mid":"/m/09x0r",'
+                f'"name":"Speech","score":0.5}}],"groups":{{"speech":0.5}},"dbfs":-42.5,'
+                f'"leq_dbfs":-44.0,"inference_ms":2.1,"model":"yamnet-int8@0a266465c467",'
+                f'"location":{{"lat":52.1,"lon":4.3}}}}'
+            )
+        else:
+            body = (
+                f'"uptime_s":1.0,"version":"bench","model":"yamnet-int8@0a266465c467",'
+                f'"queue_depth":0,"windows_processed":{seq},"windows_dropped":0,'
+                f'"outbox_rows":1,"outbox_bytes":0,"outbox_dropped":0,"outbox_min_seq":{seq},'
+                f'"clips_sent":0,"clips_blocked_privacy":0}}'
+            )
+        topic = f"earwitness/v1/{site}/{device}/{kind}"
+        return RawMessage(topic, (head + body).encode(), datetime.now(UTC))
+
+    def batch(self, size: int) -> list[RawMessage]:
+        out = []
+        for _ in range(size):
+            out.append(self.message(self.cursor))
+            self.cursor = (self.cursor + 1) % len(self.devices)
+        return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=4000)
+    parser.add_argument("--batch", type=int, default=1000, help="messages per batch")
+    parser.add_argument("--batches", type=int, default=30, help="batches measured")
+    parser.add_argument("--mysql", default="root@127.0.0.1:3306", help="user@host:port")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    user, _, hostport = args.mysql.partition("@")
+    host, _, port = hostport.partition(":")
+    db = f"ew_bench_store_{uuid.uuid4().hex[:8]}"
+    admin = pymysql.connect(host=host, port=int(port or 3306), user=user, autocommit=True)
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {db}")
+    try:
+        engine = make_engine(f"mysql+pymysql://{user}@{host}:{port or 3306}/{db}")
+        upgrade(engine)
+        fleet = Fleet(args.devices, args.seed)
+        limits = Limits(clip_max_bytes=2_000_000, dead_letter_payload_bytes=65536)
+        with TemporaryDirectory() as tmp:
+            clips = FileClipStore(Path(tmp))
+            store = BatchStore(engine)
+            warm = max(1, args.devices // args.batch) * 2  # every device known, warm caches
+            print(f"{machine()}; {args.devices} devices, batches of {args.batch}; warming up")
+            for _ in range(warm):
+                store_batch(store, fleet.batch(args.batch), clips, limits)
+            batches = [fleet.batch(args.batch) for _ in range(args.batches)]
+            profile = cProfile.Profile()
+            start = time.perf_counter()
+            profile.enable()
+            for b in batches:
+                store_batch(store, b, clips, limits)
+            profile.disable()
+            elapsed = time.perf_counter() - start
+        engine.dispose()
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE {db}")
+        admin.close()
+    n = args.batches * args.batch
+    print(
+        f"stored {n} messages in {elapsed:.2f} s: {elapsed / args.batches * 1000:.1f} ms per"
+        f" batch, {elapsed / n * 1e6:.0f} µs per message, {n / elapsed:,.0f} msg/s"
+        " (one store process, cProfile on: its overhead is in these)"
+    )
+    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    for name, label in PARTS.items():
+        total = sum(ct for (_f, _l, fn), (_cc, _nc, _tt, ct, _c) in stats.items() if fn == name)
+        print(f"  {label:26s} {total / args.batches * 1000:7.1f} ms per batch")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
