@@ -20,6 +20,8 @@ from sqlalchemy import (
     Select,
     Table,
     func,
+    select,
+    tuple_,
 )
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.mysql import insert as mysql_insert
@@ -133,6 +135,50 @@ def insert_ignore(
         return _mysql_insert_ignore(conn, table, rows, key)
     stmt: Executable = sqlite_insert(table).on_conflict_do_nothing()
     return max(0, int(conn.execute(stmt, list(rows)).rowcount))
+
+
+def rows_with_keys(
+    session: Session,
+    table: Table,
+    columns: Sequence[str],
+    keys: Sequence[str],
+    values: Sequence[tuple[Any, ...]],
+    for_update: bool = False,
+) -> list[tuple[Any, ...]]:
+    """``SELECT columns WHERE (keys) IN (values) ORDER BY columns``, optionally locking the
+    rows (MySQL; SQLite serializes writers). On MySQL through the driver: SQLAlchemy
+    expanding a tuple IN of thousands of keys per batch cost a store process more than
+    the database's own lookup. Key columns must need no bind processing (strings, ints)."""
+    if not values:
+        return []
+    if not is_mysql(session):
+        query = (
+            select(*(table.c[c] for c in columns))
+            .where(tuple_(*(table.c[k] for k in keys)).in_(list(values)))
+            .order_by(*(table.c[c] for c in columns))
+        )
+        return [tuple(row) for row in session.execute(query)]
+    conn = _connection(session)
+    sql = _mysql_keys_select(table, tuple(columns), tuple(keys), conn.dialect)
+    row = "(" + ", ".join(["%s"] * len(keys)) + ")"
+    sql = sql.replace("{rows}", ", ".join([row] * len(values)))
+    flat = tuple(v for key in values for v in key)
+    result = conn.exec_driver_sql(sql + (" FOR UPDATE" if for_update else ""), flat)
+    return [tuple(r) for r in result]
+
+
+@lru_cache(maxsize=64)
+def _mysql_keys_select(
+    table: Table, columns: tuple[str, ...], keys: tuple[str, ...], dialect: Dialect
+) -> str:
+    for k in keys:
+        if table.c[k].type._cached_bind_processor(dialect) is not None:
+            raise TypeError(f"{table.name}.{k} needs bind processing; not a plain key column")
+    quote = dialect.identifier_preparer.quote
+    cols = ", ".join(quote(table.c[c].name) for c in columns)
+    key_cols = ", ".join(quote(table.c[k].name) for k in keys)
+    name = dialect.identifier_preparer.format_table(table)
+    return f"SELECT {cols} FROM {name} WHERE ({key_cols}) IN ({{rows}}) ORDER BY {cols}"
 
 
 Processor = Callable[[Any], Any] | None

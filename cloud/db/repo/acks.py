@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import delete, select, tuple_
 from sqlalchemy.orm import Session
 
-from earwitness.cloud.db.dialect import greatest, insert_ignore, lock_rows, upsert
+from earwitness.cloud.db.dialect import greatest, insert_ignore, rows_with_keys, upsert
 from earwitness.cloud.db.models import AckWatermark, PendingSeq, table_of
 
 Stream = tuple[str, str]  # (device, epoch)
@@ -65,10 +65,9 @@ def settle(
     # these locks before. A locking read here would take gap locks in pending_seqs, which
     # concurrent writers' inserts of other devices' runs would deadlock on.
     stored: dict[Stream, list[Run]] = defaultdict(list)
-    for d, e, q, q_end in session.execute(
-        select(PendingSeq.device_id, PendingSeq.epoch, PendingSeq.seq, PendingSeq.seq_end)
-        .where(tuple_(PendingSeq.device_id, PendingSeq.epoch).in_(pairs))
-        .order_by(PendingSeq.device_id, PendingSeq.epoch, PendingSeq.seq)
+    pending = table_of(PendingSeq)
+    for d, e, q, q_end in rows_with_keys(
+        session, pending, ("device_id", "epoch", "seq", "seq_end"), ("device_id", "epoch"), pairs
     ):
         stored[(d, e)].append((int(q), int(q_end)))
     moved: list[dict[str, Any]] = []
@@ -114,13 +113,15 @@ def _set_mark(new: Any, _table: Any) -> dict[str, Any]:
 
 
 def _lock_marks(session: Session, pairs: Sequence[Stream]) -> dict[Stream, int]:
-    query = lock_rows(
+    rows = rows_with_keys(
         session,
-        select(AckWatermark.device_id, AckWatermark.epoch, AckWatermark.seq)
-        .where(tuple_(AckWatermark.device_id, AckWatermark.epoch).in_(pairs))
-        .order_by(AckWatermark.device_id, AckWatermark.epoch),
+        table_of(AckWatermark),
+        ("device_id", "epoch", "seq"),
+        ("device_id", "epoch"),
+        pairs,
+        for_update=True,
     )
-    return {(d, e): int(q) for d, e, q in session.execute(query)}
+    return {(d, e): int(q) for d, e, q in rows}
 
 
 def watermarks(session: Session, streams: Sequence[Stream]) -> dict[Stream, int]:
