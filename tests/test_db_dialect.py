@@ -1,0 +1,131 @@
+"""The database helpers that write SQL text themselves (cloud/db/dialect.py), against the
+real MariaDB and SQLite: hostile strings from devices must come back exactly as sent."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select, text
+
+from earwitness.cloud.db import dialect
+from earwitness.cloud.db.engine import make_engine, transaction
+from earwitness.cloud.db.models import AckWatermark, Heartbeat, table_of
+
+HOSTILE = [
+    "plain",
+    "it's",
+    'say "hi"',
+    "back\\slash\\",
+    "trailing backslash \\",
+    "\\' OR 1=1 -- ",
+    "'); DROP TABLE heartbeats; --",
+    "%s %d %(x)s %%",
+    "nul\x00byte",
+    "ctrl-z \x1a newline \n return \r tab \t",
+    "ünïcødé ✓ 🎧 𝄞",
+    "",
+]
+
+
+def heartbeat_rows(device: str, payloads: list[str]) -> list[dict[str, object]]:
+    now = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+    return [
+        {
+            "message_id": f"{value}{uuid.uuid4().hex[:8]}",  # a string column, raw
+            "device_id": device,
+            "seq": i,
+            "ts": now + timedelta(seconds=i),
+            "uptime_s": 1.5 * i,
+            "windows_dropped": 0,
+            "outbox_rows": 0,
+            "outbox_dropped": 0,
+            "clips_blocked_privacy": 0,
+            "cpu_temp_c": None,
+            "payload": {"text": value, "n": i, "f": 0.1 * i, "none": None},  # JSON
+            "received_at": now,
+        }
+        for i, value in enumerate(payloads)
+    ]
+
+
+def stored(engine, device: str) -> list[tuple[object, ...]]:  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        query = (
+            select(Heartbeat.message_id, Heartbeat.payload, Heartbeat.uptime_s, Heartbeat.seq)
+            .where(Heartbeat.device_id == device)
+            .order_by(Heartbeat.seq)
+        )
+        return [tuple(r) for r in conn.execute(query)]
+
+
+def sent(rows: list[dict[str, object]]) -> list[tuple[object, ...]]:
+    return [(r["message_id"], r["payload"], r["uptime_s"], r["seq"]) for r in rows]
+
+
+def test_hostile_strings_round_trip_through_insert_ignore(db_url: str) -> None:
+    engine = make_engine(db_url)
+    device = "dev-'\\\"%s-" + uuid.uuid4().hex[:6]
+    rows = heartbeat_rows(device, HOSTILE)
+    with transaction(engine) as session:
+        assert dialect.insert_ignore(session, table_of(Heartbeat), rows, "message_id") == len(rows)
+    with transaction(engine) as session:  # every one again: all duplicates
+        assert dialect.insert_ignore(session, table_of(Heartbeat), rows, "message_id") == 0
+    assert stored(engine, device) == sent(rows)
+    engine.dispose()
+
+
+@pytest.mark.mariadb
+def test_insert_ignore_under_no_backslash_escapes_and_in_many_statements(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server whose sql_mode has NO_BACKSLASH_ESCAPES reads a backslash as itself; and a
+    batch larger than one statement is cut into several, counted right."""
+    from earwitness.cloud.db.migrate import upgrade
+    from tests.services import mariadb_database
+
+    monkeypatch.setattr(dialect, "MAX_STATEMENT_BYTES", 2_000)  # a few rows per statement
+    with mariadb_database() as url:
+        engine = make_engine(url)
+        upgrade(engine)
+        device = "dev-nbe-" + uuid.uuid4().hex[:6]
+        rows = heartbeat_rows(device, HOSTILE * 4)
+        with transaction(engine) as session:
+            session.execute(
+                text("SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')")
+            )
+            statements = []
+            real = dialect._statements
+
+            def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+                for statement in real(*args, **kwargs):
+                    assert len(statement.encode()) <= 2_000
+                    statements.append(statement)
+                    yield statement
+
+            monkeypatch.setattr(dialect, "_statements", counted)
+            inserted = dialect.insert_ignore(session, table_of(Heartbeat), rows, "message_id")
+        assert inserted == len(rows)
+        assert len(statements) > 3
+        assert stored(engine, device) == sent(rows)
+        engine.dispose()
+
+
+def test_rows_with_keys_reads_hostile_keys(db_url: str) -> None:
+    engine = make_engine(db_url)
+    now = datetime.now(UTC)
+    keys = [(f"dev{value}{uuid.uuid4().hex[:4]}"[:64], f"e{i}") for i, value in enumerate(HOSTILE)]
+    table = table_of(AckWatermark)
+    with transaction(engine) as session:
+        marks = [
+            {"device_id": d, "epoch": e, "seq": i, "updated_at": now}
+            for i, (d, e) in enumerate(keys)
+        ]
+        dialect.insert_ignore(session, table, marks, "device_id")
+    with transaction(engine) as session:
+        got = dialect.rows_with_keys(
+            session, table, ("device_id", "epoch", "seq"), ("device_id", "epoch"), keys[::-1], True
+        )
+    assert sorted(got) == sorted((d, e, i) for i, (d, e) in enumerate(keys))  # (collation order)
+    engine.dispose()
