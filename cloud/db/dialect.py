@@ -161,7 +161,8 @@ def rows_with_keys(
         return [tuple(row) for row in session.execute(query)]
     conn = _connection(session)
     sql = _mysql_keys_select(table, tuple(columns), tuple(keys), conn.dialect)
-    row = "(" + ", ".join(["%s"] * len(keys)) + ")"
+    # one key: a plain IN list (a one-column row constructor is not a range to MariaDB)
+    row = "%s" if len(keys) == 1 else "(" + ", ".join(["%s"] * len(keys)) + ")"
     sql = sql.replace("{rows}", ", ".join([row] * len(values)))
     flat = tuple(v for key in values for v in key)
     result = conn.exec_driver_sql(sql + (" FOR UPDATE" if for_update else ""), flat)
@@ -178,8 +179,10 @@ def _mysql_keys_select(
     quote = dialect.identifier_preparer.quote
     cols = ", ".join(quote(table.c[c].name) for c in columns)
     key_cols = ", ".join(quote(table.c[k].name) for k in keys)
+    if len(keys) > 1:
+        key_cols = f"({key_cols})"
     name = dialect.identifier_preparer.format_table(table)
-    return f"SELECT {cols} FROM {name} WHERE ({key_cols}) IN ({{rows}}) ORDER BY {cols}"
+    return f"SELECT {cols} FROM {name} WHERE {key_cols} IN ({{rows}}) ORDER BY {cols}"
 
 
 Processor = Callable[[Any], Any] | None

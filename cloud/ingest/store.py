@@ -87,7 +87,16 @@ class BatchStore:
     """Stores prepared batches; retries transient database errors with jittered backoff."""
 
     def __init__(self, engine: Engine, max_retries: int = 8) -> None:
-        self.engine = engine
+        # READ COMMITTED on MySQL: a statement's scan keeps locks only on the rows it
+        # changes (under REPEATABLE READ an UPDATE ... WHERE id IN (...) that scanned
+        # other devices' rows kept them locked, and two writers deadlocked on them), and
+        # every read sees what other writers committed before it (the pending runs
+        # ``acks.settle`` reads under the marks' locks).
+        self.engine = (
+            engine.execution_options(isolation_level="READ COMMITTED")
+            if engine.dialect.name in ("mysql", "mariadb")
+            else engine
+        )
         self.max_retries = max_retries
         self.retries = 0
         self._seen: dict[str, dict[str, Any]] = {}  # device rows this process wrote last
@@ -133,7 +142,13 @@ class BatchStore:
     def _store_once(self, p: Prepared) -> WriteResult:
         result = WriteResult()
         due = self._devices_due(list(p.devices.values()))
+        touched = [{r["id"] for r in due}, {s.device for s in p.statuses}, set(p.latest_heartbeat)]
         with transaction(self.engine) as session:
+            if sum(1 for ids in touched if ids) > 1:
+                # Several statements below write device rows, each in id order; two
+                # writers doing that deadlocked (one's heartbeat UPDATE against the
+                # other's upsert). All of them locked first, in one ordered pass.
+                devices.lock(session, set().union(*touched))
             devices.record_seen(session, due)
             inserted = 0
             inserted += inferences.add_many(session, p.inferences)

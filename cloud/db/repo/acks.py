@@ -52,9 +52,11 @@ def settle(
     if not pairs:
         return {}
     table = table_of(AckWatermark)
-    fresh = [p for p in pairs if p not in known]
-    if fresh:
-        insert_ignore(session, table, [_mark_row(d, e, -1, now) for d, e in fresh], "device_id")
+    if any(p not in known for p in pairs):
+        # Rows to create: the insert covers every pair, so that creating and locking are
+        # one ordered pass (an existing row is locked by the insert's ON DUPLICATE KEY).
+        # Creating only the new ones, then locking all, let two writers deadlock.
+        insert_ignore(session, table, [_mark_row(d, e, -1, now) for d, e in pairs], "device_id")
     marks = _lock_marks(session, pairs)
     gone = [p for p in pairs if p not in marks]  # known here, yet deleted since
     if gone:

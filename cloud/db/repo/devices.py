@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import case, desc, func, select, type_coerce, update
 from sqlalchemy.orm import Session
 
-from earwitness.cloud.db.dialect import greatest, insert_ignore, upsert
+from earwitness.cloud.db.dialect import greatest, insert_ignore, rows_with_keys, upsert
 from earwitness.cloud.db.models import Device, Heartbeat, table_of
 
 
@@ -19,6 +19,11 @@ def list_all(session: Session) -> list[Device]:
 
 def by_id(session: Session, device_id: str) -> Device | None:
     return session.scalars(select(Device).where(Device.id == device_id)).first()
+
+
+def lock(session: Session, ids: set[str]) -> None:
+    """Lock these devices' rows (those that exist) in id order, in one statement."""
+    rows_with_keys(session, table_of(Device), ("id",), ("id",), [(i,) for i in ids], True)
 
 
 def record_seen(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
