@@ -62,10 +62,10 @@ def settle(
     if gone:
         insert_ignore(session, table, [_mark_row(d, e, -1, now) for d, e in gone], "device_id")
         marks.update(_lock_marks(session, gone))
-    # A plain read after the locks: the transaction's first consistent read (everything
-    # before it writes), so its snapshot holds every run committed by writers that held
-    # these locks before. A locking read here would take gap locks in pending_seqs, which
-    # concurrent writers' inserts of other devices' runs would deadlock on.
+    # A plain read after the locks sees every run committed by writers that held them
+    # before: the store runs at READ COMMITTED on MySQL (each read sees the latest
+    # commits; under REPEATABLE READ it would also hold only if nothing before it in the
+    # transaction read), and SQLite has one writer at a time.
     stored: dict[Stream, list[Run]] = defaultdict(list)
     pending = table_of(PendingSeq)
     for d, e, q, q_end in rows_with_keys(
