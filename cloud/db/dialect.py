@@ -161,11 +161,14 @@ def rows_with_keys(
         return [tuple(row) for row in session.execute(query)]
     conn = _connection(session)
     sql = _mysql_keys_select(table, tuple(columns), tuple(keys), conn.dialect)
-    # one key: a plain IN list (a one-column row constructor is not a range to MariaDB)
+    # one key: a plain IN list
     row = "%s" if len(keys) == 1 else "(" + ", ".join(["%s"] * len(keys)) + ")"
-    sql = sql.replace("{rows}", ", ".join([row] * len(values)))
-    flat = tuple(v for key in values for v in key)
-    result = conn.exec_driver_sql(sql + (" FOR UPDATE" if for_update else ""), flat)
+    # One statement: the database takes the locks in its own key order (its collation,
+    # not Python's), so every writer locks in one order. Sorted only to be repeatable.
+    keys_in = sorted(set(values))
+    text = sql.replace("{rows}", ", ".join([row] * len(keys_in)))
+    flat = tuple(v for key in keys_in for v in key)
+    result = conn.exec_driver_sql(text + (" FOR UPDATE" if for_update else ""), flat)
     return [tuple(r) for r in result]
 
 

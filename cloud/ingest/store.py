@@ -144,19 +144,21 @@ class BatchStore:
         due = self._devices_due(list(p.devices.values()))
         touched = [{r["id"] for r in due}, {s.device for s in p.statuses}, set(p.latest_heartbeat)]
         with transaction(self.engine) as session:
-            if sum(1 for ids in touched if ids) > 1:
-                # Several statements below write device rows, each in id order; two
-                # writers doing that deadlocked (one's heartbeat UPDATE against the
-                # other's upsert). All of them locked first, in one ordered pass.
-                devices.lock(session, set().union(*touched))
-            devices.record_seen(session, due)
             inserted = 0
             inserted += inferences.add_many(session, p.inferences)
             inserted += events.add_many(session, p.events)
             inserted += clips.add_many(session, p.clips)
             inserted += devices.add_heartbeats(session, p.heartbeats)
             dead_letters.add_many(session, p.dead)
-            for status in p.statuses:
+            # Rows other writers also write come last, so their locks are held only to
+            # the commit: first the device rows, then the ack watermarks. Several
+            # statements write device rows, each in id order; two writers doing that
+            # deadlocked (one's heartbeat UPDATE against the other's upsert), so when
+            # there are several they are all locked first, in one ordered statement.
+            if sum(1 for ids in touched if ids) > 1:
+                devices.lock(session, set().union(*touched))
+            devices.record_seen(session, due)
+            for status in sorted(p.statuses, key=lambda st: (st.device, st.ts)):
                 devices.apply_status(
                     session,
                     status.device,

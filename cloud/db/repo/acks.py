@@ -53,15 +53,19 @@ def settle(
         return {}
     table = table_of(AckWatermark)
     if any(p not in known for p in pairs):
-        # Rows to create: the insert covers every pair, so that creating and locking are
-        # one ordered pass (an existing row is locked by the insert's ON DUPLICATE KEY).
-        # Creating only the new ones, then locking all, let two writers deadlock.
+        # Rows to create: the insert covers every pair, creating and locking them in one
+        # ordered pass (an existing row is locked by its ON DUPLICATE KEY), and the marks
+        # are then read without locking again. A second, locking read re-took locks in
+        # key order and, on MariaDB, the rows next to each key too: between two writers
+        # that was a deadlock.
         insert_ignore(session, table, [_mark_row(d, e, -1, now) for d, e in pairs], "device_id")
-    marks = _lock_marks(session, pairs)
+        marks = _read_marks(session, pairs, lock=False)
+    else:
+        marks = _read_marks(session, pairs, lock=True)
     gone = [p for p in pairs if p not in marks]  # known here, yet deleted since
     if gone:
         insert_ignore(session, table, [_mark_row(d, e, -1, now) for d, e in gone], "device_id")
-        marks.update(_lock_marks(session, gone))
+        marks.update(_read_marks(session, gone, lock=False))
     # A plain read after the locks sees every run committed by writers that held them
     # before: the store runs at READ COMMITTED on MySQL (each read sees the latest
     # commits; under REPEATABLE READ it would also hold only if nothing before it in the
@@ -114,14 +118,14 @@ def _set_mark(new: Any, _table: Any) -> dict[str, Any]:
     return {"seq": new.seq, "updated_at": new.updated_at}
 
 
-def _lock_marks(session: Session, pairs: Sequence[Stream]) -> dict[Stream, int]:
+def _read_marks(session: Session, pairs: Sequence[Stream], lock: bool) -> dict[Stream, int]:
     rows = rows_with_keys(
         session,
         table_of(AckWatermark),
         ("device_id", "epoch", "seq"),
         ("device_id", "epoch"),
         pairs,
-        for_update=True,
+        for_update=lock,
     )
     return {(d, e): int(q) for d, e, q in rows}
 
