@@ -309,12 +309,18 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+_STRICT_JSON = json.JSONDecoder(object_pairs_hook=_unique_keys)
+"""Built once: ``json.loads`` with a hook builds a decoder and its scanner per call, which
+at a fleet's 5,000 messages per second cost a store process a quarter of the parse."""
+
+
 def _check_json(payload: bytes) -> None:
     """What pydantic's JSON parser lets through: duplicate keys (the last would win, so a
     validator and a later reader could see different values) and a missing, boolean or
     float version. Raises MessageError saying what is wrong."""
     try:
-        raw: Any = json.loads(payload, object_pairs_hook=_unique_keys)
+        # UTF-8 only, as pydantic reads it (json.loads would also guess UTF-16 and -32).
+        raw: Any = _STRICT_JSON.decode(payload.decode("utf-8"))
     except MessageError:
         raise
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:

@@ -129,3 +129,79 @@ def test_rows_with_keys_reads_hostile_keys(db_url: str) -> None:
         )
     assert sorted(got) == sorted((d, e, i) for i, (d, e) in enumerate(keys))  # (collation order)
     engine.dispose()
+
+
+def test_upsert_writes_hostile_strings_and_updates_on_conflict(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``upsert`` on MySQL writes its rows as literals (``_mysql_literal_upsert``): hostile
+    device ids and sites come back exactly, existing rows take the update clause, and a
+    column the rows leave out gets its default (``devices.pinned``)."""
+    from earwitness.cloud.db.models import Device
+    from earwitness.cloud.db.repo import devices
+
+    literal_calls: list[bool] = []
+    real = dialect._mysql_literal_upsert
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        literal_calls.append(real(*args, **kwargs))
+        return literal_calls[-1]
+
+    monkeypatch.setattr(dialect, "_mysql_literal_upsert", spy)
+    engine = make_engine(db_url)
+    t0 = datetime(2026, 12, 7, 12, 0, 0, 123456, tzinfo=UTC)
+    ids = [f"d{i}-{value}"[:64] for i, value in enumerate(HOSTILE)]
+
+    def row(i: int, device: str, seen: datetime, lat: float | None) -> dict[str, object]:
+        return {
+            "id": device,
+            "site": HOSTILE[i][:64],
+            "first_seen": seen,
+            "last_seen": seen,
+            "lat": lat,
+            "lon": None,
+            "model_id": f"m{HOSTILE[i]}"[:64],
+            "software_version": None,
+            "online": False,
+        }
+
+    with transaction(engine) as session:
+        devices.record_seen(session, [row(i, d, t0, 1.5) for i, d in enumerate(ids)])
+    later = t0 + timedelta(seconds=90)
+    with transaction(engine) as session:  # all conflict now: last_seen moves, lat is kept
+        devices.record_seen(session, [row(i, d, later, None) for i, d in enumerate(ids)])
+    with engine.connect() as conn:
+        got = {
+            r.id: r
+            for r in conn.execute(
+                select(Device.id, Device.site, Device.last_seen, Device.lat, Device.pinned).where(
+                    Device.id.in_(ids)
+                )
+            )
+        }
+    assert sorted(got) == sorted(ids)
+    for i, device in enumerate(ids):
+        assert got[device].site == HOSTILE[i][:64]
+        assert got[device].last_seen == later.replace(microsecond=123000)  # DATETIME(3)
+        assert got[device].lat == 1.5
+        assert got[device].pinned is False
+    if db_url.startswith("mysql"):
+        assert literal_calls == [True, True]  # not SQLAlchemy's executemany
+    engine.dispose()
+
+
+def test_datetime_literals_are_what_pymysql_writes() -> None:
+    """Naive datetimes are written as literals here, not by PyMySQL: the text must be the
+    driver's own, with and without microseconds, at both ends of the range."""
+    from pymysql.converters import escape_datetime
+
+    plan = dialect._InsertPlan("INSERT INTO t (a) VALUES ", "(%s)", "", (None,))
+    values = [
+        datetime(2026, 12, 7, 12, 0, 0),
+        datetime(2026, 12, 7, 12, 0, 0, 1000),
+        datetime(1, 1, 1, 0, 0, 0, 1),
+        datetime(9999, 12, 31, 23, 59, 59, 999999),
+    ]
+    for value in values:
+        (statement,) = dialect._statements(plan, [(value,)], str, "utf-8")
+        assert statement == f"INSERT INTO t (a) VALUES ({escape_datetime(value)})"

@@ -46,8 +46,8 @@ class UtcDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(UTC).replace(tzinfo=None)
-        return value.replace(microsecond=value.microsecond // 1000 * 1000)
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None, microsecond=value.microsecond // 1000 * 1000)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
