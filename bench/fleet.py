@@ -167,7 +167,11 @@ class Device:
         item = Outboxed(seq, (head + body).encode(), f"{self.prefix}/{kind}")
         self.outbox.append(item)
         self.fleet.produced += 1
-        if self.protocol is not None and self.in_flight() < ACK_WINDOW:
+        # (with no more rows than the window, one of them this unsent one, the window is
+        # open: no need to count)
+        if self.protocol is not None and (
+            len(self.outbox) <= ACK_WINDOW or self.in_flight() < ACK_WINDOW
+        ):
             self.send(item)
 
     def in_flight(self) -> int:

@@ -1,6 +1,6 @@
-"""Duplicate keys in a device's JSON are refused (shared/messages.py ``_STRICT_JSON``, one
-decoder built once and shared): exactly the documents with a duplicate key anywhere,
-whatever the strings hold, and each parse independent of the one before."""
+"""Parsing and naming of device messages (shared/messages.py): duplicate keys refused by
+one strict decoder built once and shared (exactly the documents with a duplicate key
+anywhere, whatever the strings hold), and message ids equal to the documented uuid5."""
 
 from __future__ import annotations
 
@@ -98,3 +98,18 @@ def test_decode_refuses_a_duplicated_seq() -> None:
     )
     with pytest.raises(MessageError, match="duplicate key 'seq'"):
         decode("earwitness/v1/s/d/heartbeat", payload)
+
+
+def test_message_id_is_the_documented_uuid5() -> None:
+    """Devices already in the field derive ids with uuid5; a re-sent message must keep its
+    id across versions, so the hand-written derivation must equal it for any input."""
+    import uuid
+
+    from earwitness.shared.messages import message_id
+
+    rng = random.Random(5)
+    for _ in range(5_000):
+        device = "".join(rng.choice("ab-_9üé🎧") for _ in range(rng.randint(1, 40)))
+        epoch, seq = f"{rng.getrandbits(64):x}", rng.randint(0, 2**62)
+        name = f"earwitness:{device}/{epoch}/{seq}"
+        assert message_id(device, epoch, seq) == uuid.uuid5(uuid.NAMESPACE_URL, name).hex
