@@ -28,13 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pymysql
 
-from bench._common import machine
+from bench._common import device_message, machine
 from earwitness.cloud.clipstore import FileClipStore
 from earwitness.cloud.db.engine import make_engine
 from earwitness.cloud.db.migrate import upgrade
 from earwitness.cloud.ingest.store import BatchStore, store_batch
 from earwitness.cloud.ingest.validate import Limits, RawMessage
-from earwitness.shared.messages import message_id
 
 HEARTBEAT_SHARE = 1 / 16  # a heartbeat per 30 s beside an inference per 2 s
 PARTS = {  # what the profile reports, by function name
@@ -61,26 +60,9 @@ class Fleet:
         self.seqs[i] += 1
         now = datetime.now(UTC).isoformat()
         kind = "heartbeat" if self.rng.random() < HEARTBEAT_SHARE else "inference"
-        head = (
-            f'{{"v":1,"kind":"{kind}","id":"{message_id(device, epoch, seq)}","site":"{site}",'
-            f'"device":"{device}","ts":"{now}","epoch":"{epoch}","seq":{seq},'
-        )
-        if kind == "inference":
-            body = (
-                f'"window_start":"{now}","window_s":0.96,"top":[{{"index":0,"mid":"/m/09x0r",'
-                f'"name":"Speech","score":0.5}}],"groups":{{"speech":0.5}},"dbfs":-42.5,'
-                f'"leq_dbfs":-44.0,"inference_ms":2.1,"model":"yamnet-int8@0a266465c467",'
-                f'"location":{{"lat":52.1,"lon":4.3}}}}'
-            )
-        else:
-            body = (
-                f'"uptime_s":1.0,"version":"bench","model":"yamnet-int8@0a266465c467",'
-                f'"queue_depth":0,"windows_processed":{seq},"windows_dropped":0,'
-                f'"outbox_rows":1,"outbox_bytes":0,"outbox_dropped":0,"outbox_min_seq":{seq},'
-                f'"clips_sent":0,"clips_blocked_privacy":0}}'
-            )
+        payload = device_message(kind, site, device, epoch, seq, now, outbox_min_seq=seq)
         topic = f"earwitness/v1/{site}/{device}/{kind}"
-        return RawMessage(topic, (head + body).encode(), datetime.now(UTC))
+        return RawMessage(topic, payload, datetime.now(UTC))
 
     def batch(self, size: int) -> list[RawMessage]:
         out = []

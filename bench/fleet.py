@@ -51,12 +51,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psutil
 import pymysql
 
-from bench._common import machine, percentile
+from bench._common import device_message, machine, percentile
 from earwitness.cloud.db.engine import make_engine
 from earwitness.cloud.db.migrate import upgrade
 from earwitness.edge.agent import HEARTBEAT_JITTER
 from earwitness.edge.publisher import ACK_WINDOW
-from earwitness.shared.messages import message_id
 from earwitness.shared.mqtt import reconnect_delay, remaining_length
 from tests.services import PrivateBroker, port_open
 
@@ -134,37 +133,26 @@ class Device:
         return self.packet_id
 
     # messages
-    def _envelope(self, kind: str, seq: int, now: datetime) -> str:
-        ts = now.isoformat()
-        mid = message_id(self.id, self.epoch, seq)
-        return (
-            f'{{"v":1,"kind":"{kind}","id":"{mid}","site":"{self.site}","device":"{self.id}",'
-            f'"ts":"{ts}","epoch":"{self.epoch}","seq":{seq},'
-        )
-
     def produce(self, kind: str) -> None:
-        now = datetime.now(UTC)
+        fleet = self.fleet
         seq = self.next_seq
         self.next_seq += 1
-        head = self._envelope(kind, seq, now)
-        if kind == "inference":
-            score = round(random.random(), 3)
-            body = (
-                f'"window_start":"{now.isoformat()}","window_s":0.96,"top":[{{"index":0,'
-                f'"mid":"/m/09x0r","name":"Speech","score":{score}}}],"groups":{{"speech":'
-                f'{score}}},"dbfs":-42.5,"leq_dbfs":-44.0,"inference_ms":2.1,'
-                f'"model":"yamnet-int8@0a266465c467","location":{{"lat":{self.fleet.lat(self)},'
-                f'"lon":{self.fleet.lon(self)}}}}}'
-            )
-        else:
-            body = (
-                f'"uptime_s":{time.monotonic() - self.fleet.t0:.1f},"version":"fleet-sim",'
-                f'"model":"yamnet-int8@0a266465c467","queue_depth":0,'
-                f'"windows_processed":{seq},"windows_dropped":0,"outbox_rows":{len(self.outbox)},'
-                f'"outbox_bytes":0,"outbox_dropped":0,"outbox_min_seq":{self.acked + 1},'
-                f'"clips_sent":0,"clips_blocked_privacy":0}}'
-            )
-        item = Outboxed(seq, (head + body).encode(), f"{self.prefix}/{kind}")
+        payload = device_message(
+            kind,
+            self.site,
+            self.id,
+            self.epoch,
+            seq,
+            datetime.now(UTC).isoformat(),
+            score=round(random.random(), 3),
+            lat=fleet.lat(self),
+            lon=fleet.lon(self),
+            uptime_s=time.monotonic() - fleet.t0,
+            version="fleet-sim",
+            outbox_rows=len(self.outbox),
+            outbox_min_seq=self.acked + 1,
+        )
+        item = Outboxed(seq, payload, f"{self.prefix}/{kind}")
         self.outbox.append(item)
         self.fleet.produced += 1
         # (with no more rows than the window, one of them this unsent one, the window is

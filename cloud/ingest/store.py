@@ -143,6 +143,10 @@ class BatchStore:
         result = WriteResult()
         due = self._devices_due(list(p.devices.values()))
         touched = [{r["id"] for r in due}, {s.device for s in p.statuses}, set(p.latest_heartbeat)]
+        # Computed once, outside the transaction that a transient error repeats.
+        site_of = {(d, e): site for site, d, e in (*p.floors, *(k[:3] for k in p.seqs))}
+        floors = {(d, e): floor for (_s, d, e), floor in p.floors.items()}
+        runs = seq_runs(p.seqs)
         with transaction(self.engine) as session:
             inserted = 0
             inserted += inferences.add_many(session, p.inferences)
@@ -175,9 +179,7 @@ class BatchStore:
                     for device, hb in p.latest_heartbeat.items()
                 },
             )
-            site_of = {(d, e): site for site, d, e in (*p.floors, *(k[:3] for k in p.seqs))}
-            floors = {(d, e): floor for (_s, d, e), floor in p.floors.items()}
-            marks = acks.settle(session, seq_runs(p.seqs), floors, self._streams)
+            marks = acks.settle(session, runs, floors, self._streams)
         self._remember_devices(due)  # only once committed
         if len(self._streams) > STREAMS_CACHE_MAX:
             self._streams.clear()

@@ -97,10 +97,10 @@ def settle(
     upsert(session, table, moved, ["device_id", "epoch"], _set_mark)
     if keep:  # a run that starts where a stored one starts extends it
 
-        def extend(new: Any, pending: Any) -> dict[str, Any]:
-            return {"seq_end": greatest(session, pending.c.seq_end, new.seq_end)}
+        def extend(new: Any, table: Any) -> dict[str, Any]:
+            return {"seq_end": greatest(session, table.c.seq_end, new.seq_end)}
 
-        upsert(session, table_of(PendingSeq), keep, ["device_id", "epoch", "seq"], extend)
+        upsert(session, pending, keep, ["device_id", "epoch", "seq"], extend)
     if covered:
         session.execute(
             delete(PendingSeq).where(
