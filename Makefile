@@ -13,7 +13,7 @@ endif
 
 
 .PHONY: typing-view install assets deploy-tools test lint run demo classify-demo bench clean \
-	images compose-test soak
+	images compose-test compose-test-galera soak
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -53,6 +53,11 @@ soak: install
 # Build, bring docker-compose.yml up on podman, check end to end, tear down.
 compose-test: install
 	$(COMPOSE_TEST)
+
+# The same stack on three Galera nodes behind HAProxy (docker-compose.galera.yml), with the
+# node taking writes SIGKILLed and rejoined. Not in .ci/run: about ten more minutes.
+compose-test-galera: install
+	$(COMPOSE_TEST) --galera
 
 # mypy cannot follow setuptools' package-dir mapping (folders shared/, edge/, cloud/ install
 # as earwitness.shared, ...), so it checks a view of symlinks and prints the real paths.

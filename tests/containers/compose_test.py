@@ -25,6 +25,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -41,6 +42,15 @@ STAGES: tuple[tuple[str, ...], ...] = (
     ("ingest", "second-opinion", "web"),
     ("edge-sim",),
 )
+GALERA_FILE = "docker-compose.galera.yml"
+GALERA_NODES = ("galera-1", "galera-2", "galera-3")
+# With the Galera file, `mariadb` is HAProxy: the nodes start first, one after the other
+# (a joiner's first start is a full state transfer from a synced node).
+GALERA_STAGES: tuple[tuple[str, ...], ...] = (
+    *((node,) for node in GALERA_NODES),
+    ("mosquitto", "mariadb"),
+    *STAGES[1:],
+)
 HEALTH_TIMEOUT_S = 180  # the slowest first start: MariaDB initialising its data directory
 FLOW_TIMEOUT_S = 300  # edge-sim's first clip, then a second opinion on it
 PUBLISHED_PORTS = (8000, 8883)  # docker-compose.yml: web, device TLS listener
@@ -49,6 +59,23 @@ TABLES = ("devices", "inferences", "events", "clips", "second_opinions")
 
 class Failed(Exception):
     """A step of the compose test failed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which compose files are brought up, in which order, and where SQL is run."""
+
+    files: tuple[str, ...] = ("docker-compose.yml",)
+    stages: tuple[tuple[str, ...], ...] = STAGES
+    sql_node: str = "mariadb"
+
+    @property
+    def compose(self) -> list[str]:
+        return ["podman-compose", "-p", PROJECT, *(a for f in self.files for a in ("-f", f))]
+
+
+PLAIN = Layout()
+GALERA = Layout(("docker-compose.yml", GALERA_FILE), GALERA_STAGES, GALERA_NODES[0])
 
 
 def log(message: str) -> None:
@@ -132,7 +159,7 @@ def password(output: str) -> str:
     return found.group(1)
 
 
-def make_secrets(tree: Path) -> dict[str, str]:
+def make_secrets(tree: Path, layout: Layout) -> dict[str, str]:
     """Certificates, broker users and .env, exactly as docs/deploy.md's compose steps."""
     run(
         [
@@ -159,6 +186,8 @@ def make_secrets(tree: Path) -> dict[str, str]:
         "EARWITNESS_EDGE_IMAGE": EDGE_IMAGE,
         "COMPOSE_PROJECT_NAME": PROJECT,
     }
+    if layout is GALERA:
+        secrets["GALERA_SST_PASSWORD"] = os.urandom(12).hex()
     (tree / ".env").write_text("".join(f"{k}={v}\n" for k, v in secrets.items()))
     return secrets
 
@@ -230,12 +259,11 @@ def ports_free() -> None:
                 raise Failed(f"port {port} on 127.0.0.1 is in use; docker-compose.yml publishes it")
 
 
-def start_stack(tree: Path, env: dict[str, str], timings: dict[str, float]) -> None:
+def start_stack(tree: Path, env: dict[str, str], timings: dict[str, float], layout: Layout) -> None:
     ports_free()
-    compose = ["podman-compose", "-p", PROJECT, "-f", "docker-compose.yml"]
     stack_start = time.monotonic()
-    for stage in STAGES:
-        run([*compose, "up", "-d", "--no-deps", *stage], cwd=tree, env=env)
+    for stage in layout.stages:
+        run([*layout.compose, "up", "-d", "--no-deps", *stage], cwd=tree, env=env)
         for service in stage:
             if service == "migrate":
                 took = wait_exited_ok(service, env)
@@ -246,12 +274,12 @@ def start_stack(tree: Path, env: dict[str, str], timings: dict[str, float]) -> N
     timings["stack healthy"] = time.monotonic() - stack_start
 
 
-def sql(query: str, secrets: dict[str, str], env: dict[str, str]) -> str:
+def sql(query: str, secrets: dict[str, str], env: dict[str, str], node: str = "mariadb") -> str:
     out = run(
         [
             "podman",
             "exec",
-            container("mariadb"),
+            container(node),
             "mariadb",
             "-uroot",
             f"-p{secrets['MARIADB_ROOT_PASSWORD']}",
@@ -265,17 +293,137 @@ def sql(query: str, secrets: dict[str, str], env: dict[str, str]) -> str:
     return out.stdout.strip()
 
 
-def wait_for_data(secrets: dict[str, str], env: dict[str, str]) -> dict[str, int]:
+SERVER_SETTINGS = "SELECT @@character_set_server, @@collation_server, @@time_zone"
+EXPECTED_SETTINGS = "utf8mb4\tutf8mb4_unicode_ci\t+00:00"  # deploy/mariadb/earwitness.cnf
+
+
+def check_server_settings(secrets: dict[str, str], env: dict[str, str], node: str) -> None:
+    got = sql(SERVER_SETTINGS, secrets, env, node)
+    if got != EXPECTED_SETTINGS:
+        raise Failed(f"{node}: server settings {got!r}, want {EXPECTED_SETTINGS!r}")
+
+
+def wait_for_data(secrets: dict[str, str], env: dict[str, str], node: str) -> dict[str, int]:
     query = "SELECT " + ", ".join(f"(SELECT COUNT(*) FROM {t})" for t in TABLES)
     start = time.monotonic()
     counts: dict[str, int] = {}
     while time.monotonic() - start < FLOW_TIMEOUT_S:
-        counts = dict(zip(TABLES, map(int, sql(query, secrets, env).split()), strict=True))
+        counts = dict(zip(TABLES, map(int, sql(query, secrets, env, node).split()), strict=True))
         if all(counts.values()):
             log(f"end to end after {time.monotonic() - start:.0f} s: {counts}")
             return counts
         time.sleep(5)
     raise Failed(f"not every table filled after {FLOW_TIMEOUT_S} s: {counts}")
+
+
+def wsrep(node: str, name: str, secrets: dict[str, str], env: dict[str, str]) -> str:
+    query = (
+        f"SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME='{name}'"
+    )
+    return sql(query, secrets, env, node)
+
+
+def check_cluster(secrets: dict[str, str], env: dict[str, str]) -> None:
+    for node in GALERA_NODES:
+        size = wsrep(node, "WSREP_CLUSTER_SIZE", secrets, env)
+        state = wsrep(node, "WSREP_LOCAL_STATE_COMMENT", secrets, env)
+        if size != str(len(GALERA_NODES)) or state != "Synced":
+            raise Failed(f"{node}: cluster size {size}, state {state}; want 3, Synced")
+    log(f"Galera: {', '.join(GALERA_NODES)} synced, cluster size {len(GALERA_NODES)}")
+
+
+def newest_inference(secrets: dict[str, str], env: dict[str, str], node: str) -> int:
+    return int(sql("SELECT COALESCE(MAX(id), 0) FROM inferences", secrets, env, node))
+
+
+def wait_new_rows(secrets: dict[str, str], env: dict[str, str], node: str, why: str) -> float:
+    """New inference rows keep arriving (through HAProxy, whichever node takes them)."""
+    before = newest_inference(secrets, env, node)
+    start = time.monotonic()
+    while time.monotonic() - start < FLOW_TIMEOUT_S:
+        time.sleep(3)
+        if newest_inference(secrets, env, node) > before:
+            took = time.monotonic() - start
+            log(f"{why}: new inferences stored after {took:.0f} s (read on {node})")
+            return took
+    raise Failed(f"{why}: no new inference stored within {FLOW_TIMEOUT_S} s")
+
+
+def same_rows_on_every_node(secrets: dict[str, str], env: dict[str, str]) -> int:
+    """Every node holds the same inferences up to one id. Writers keep committing, so a
+    node may briefly miss a row with a lower id from another writer: asked again until
+    they agree (wsrep_sync_wait makes each read wait for what the cluster committed)."""
+    deadline = time.monotonic() + 60
+    counts: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        top = newest_inference(secrets, env, GALERA_NODES[0])
+        counts = {
+            node: int(
+                sql(
+                    f"SET SESSION wsrep_sync_wait = 1; SELECT COUNT(*) FROM inferences WHERE id <= {top}",
+                    secrets,
+                    env,
+                    node,
+                )
+            )
+            for node in GALERA_NODES
+        }
+        if len(set(counts.values())) == 1:
+            log(f"Galera: every node holds the same {counts[GALERA_NODES[0]]} inferences")
+            return counts[GALERA_NODES[0]]
+        time.sleep(2)
+    raise Failed(f"Galera nodes disagree on the inferences stored: {counts}")
+
+
+def ack_mark(secrets: dict[str, str], env: dict[str, str], node: str) -> int:
+    """sim-01's ack watermark: every seq up to it is stored."""
+    query = "SELECT COALESCE(MAX(seq), -1) FROM ack_watermarks WHERE device_id = 'sim-01'"
+    return int(sql(query, secrets, env, node))
+
+
+def no_gap_past(mark: int, secrets: dict[str, str], env: dict[str, str], node: str) -> None:
+    """Nothing lost across the fault: sim-01's watermark moves past where it stood, with
+    no stored run left waiting above a gap (what a lost message leaves)."""
+    deadline = time.monotonic() + FLOW_TIMEOUT_S
+    pending = now = 0
+    while time.monotonic() < deadline:
+        now = ack_mark(secrets, env, node)
+        pending = int(sql("SELECT COUNT(*) FROM pending_seqs", secrets, env, node))
+        if now > mark and not pending:
+            log(f"no gap: sim-01 acknowledged up to seq {now} (was {mark}), no pending runs")
+            return
+        time.sleep(3)
+    raise Failed(f"after the node fault: watermark {now} (was {mark}), {pending} pending runs")
+
+
+def check_galera(
+    tree: Path, secrets: dict[str, str], env: dict[str, str], timings: dict[str, float]
+) -> None:
+    """The cluster formed; then galera-1, the node HAProxy sends every connection to, is
+    SIGKILLed while the device streams: writes move to a backup node, and galera-1 is
+    brought back as docs/deploy.md says (GALERA_1_BOOTSTRAP=--wsrep-on=ON: it joins,
+    never bootstraps a second cluster). Nothing is dead-lettered."""
+    check_cluster(secrets, env)
+    same_rows_on_every_node(secrets, env)
+    first, survivor = GALERA_NODES[0], GALERA_NODES[1]
+    mark_at_kill = ack_mark(secrets, env, first)
+    log(f"SIGKILL {first} (the node taking writes; sim-01 acknowledged up to seq {mark_at_kill})")
+    run(["podman", "kill", "--signal", "KILL", container(first)], env=env)
+    timings["writes moved after node SIGKILL"] = wait_new_rows(
+        secrets, env, survivor, f"{first} killed"
+    )
+    run(["podman", "rm", "-f", container(first)], env=env)
+    rejoin = {**env, "GALERA_1_BOOTSTRAP": "--wsrep-on=ON"}
+    run([*GALERA.compose, "up", "-d", "--no-deps", first], cwd=tree, env=rejoin)
+    timings["node rejoined"] = wait_healthy(first, env)
+    log(f"{first}: rejoined and synced after {timings['node rejoined']:.0f} s")
+    check_cluster(secrets, env)
+    wait_new_rows(secrets, env, first, f"{first} back")
+    same_rows_on_every_node(secrets, env)
+    dead = int(sql("SELECT COUNT(*) FROM dead_letters", secrets, env, first))
+    if dead:
+        raise Failed(f"{dead} dead letter(s) after the node fault")
+    no_gap_past(mark_at_kill, secrets, env, first)
 
 
 def api(path: str, token: str) -> object:
@@ -345,8 +493,8 @@ def check_map(token: str, artifacts: Path) -> None:
     )
 
 
-def dump_logs(env: dict[str, str]) -> None:
-    for stage in STAGES:
+def dump_logs(env: dict[str, str], layout: Layout) -> None:
+    for stage in layout.stages:
         for service in stage:
             out = run(
                 ["podman", "logs", "--tail", "15", container(service)],
@@ -360,9 +508,9 @@ def dump_logs(env: dict[str, str]) -> None:
             )
 
 
-def tear_down(tree: Path, env: dict[str, str]) -> None:
+def tear_down(tree: Path, env: dict[str, str], layout: Layout) -> None:
     run(
-        ["podman-compose", "-p", PROJECT, "-f", "docker-compose.yml", "down", "-v"],
+        [*layout.compose, "down", "-v"],
         cwd=tree,
         env=env,
         check=False,
@@ -399,7 +547,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="pull the real public base images instead of local stand-ins",
     )
     parser.add_argument("--artifacts", type=Path, default=ROOT / "artifacts")
+    parser.add_argument(
+        "--galera",
+        action="store_true",
+        help=f"layer {GALERA_FILE} over the main file (three nodes behind HAProxy) and"
+        " SIGKILL the node taking writes",
+    )
     args = parser.parse_args(argv)
+    layout = GALERA if args.galera else PLAIN
     if not args.build_only and not (args.models / "yamnet_spectra_in.tflite").is_file():
         print(f"error: no models in {args.models} (--models DIR)", file=sys.stderr)
         return 2
@@ -418,35 +573,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         tree = Path(tmp) / "earwitness"
         copy_tree(tree)
-        tear_down(tree, env)  # a stack left by an interrupted run
+        tear_down(tree, env, layout)  # a stack left by an interrupted run
         started = False
         try:
             build_images(tree, env, timings, args.standins)
             if args.build_only:
                 log("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
                 return 0
-            secrets = make_secrets(tree)
+            secrets = make_secrets(tree, layout)
             env.update(secrets)  # as well as .env: the ${VAR:?} interpolation needs them
             seed_models(args.models.resolve(), env)
             started = True
-            start_stack(tree, env, timings)
+            start_stack(tree, env, timings, layout)
             t = time.monotonic()
-            wait_for_data(secrets, env)
+            for node in GALERA_NODES if layout is GALERA else (layout.sql_node,):
+                check_server_settings(secrets, env, node)
+            wait_for_data(secrets, env, layout.sql_node)
             token = check_api(env)
             check_map(token, args.artifacts)
             timings["data end to end"] = time.monotonic() - t
+            if layout is GALERA:
+                check_galera(tree, secrets, env, timings)
         except Exception as exc:  # every failure tears the stack down, then exits 1
             detail = exc if isinstance(exc, Failed) else repr(exc)
             print(f"compose-test FAILED: {detail}", file=sys.stderr)
             if started:
-                dump_logs(env)
+                dump_logs(env, layout)
             if not args.keep:
-                tear_down(tree, env)
+                tear_down(tree, env, layout)
             return 1
         if args.keep:
             log(f"stack left running (project {PROJECT}); its tree and secrets: {tree}")
         else:
-            tear_down(tree, env)
+            tear_down(tree, env, layout)
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)

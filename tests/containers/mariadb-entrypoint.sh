@@ -1,6 +1,9 @@
 #!/bin/bash
 # A small version of the official mariadb entrypoint: initialise the data directory on
-# first start (database, user, root password from MARIADB_*), then run mariadbd.
+# first start (database, user, root password from MARIADB_*, then the scripts in
+# /docker-entrypoint-initdb.d), then run mariadbd. As in the official image the
+# initialising server runs without networking and without Galera (--wsrep_on=OFF), so a
+# cluster node's configuration in conf.d does not make it look for its peers.
 set -euo pipefail
 if [ "${1:0:1}" = "-" ]; then set -- mariadbd "$@"; fi
 if [ "$1" != "mariadbd" ]; then exec "$@"; fi
@@ -10,13 +13,12 @@ chown -R mysql:mysql "$datadir" /run/mysqld
 if [ ! -d "$datadir/mysql" ]; then
   : "${MARIADB_ROOT_PASSWORD:?MARIADB_ROOT_PASSWORD is required}"
   mariadb-install-db --user=mysql --datadir="$datadir" --skip-test-db >/dev/null
-  mariadbd --user=mysql --datadir="$datadir" --skip-networking --socket=/run/mysqld/init.sock &
+  mariadbd --user=mysql --datadir="$datadir" --skip-networking --wsrep_on=OFF &
   pid=$!
   for _ in $(seq 60); do
-    mariadb --socket=/run/mysqld/init.sock -uroot -e 'SELECT 1' >/dev/null 2>&1 && break
+    mariadb -uroot -e 'SELECT 1' >/dev/null 2>&1 && break
     sleep 1
   done
-  sql() { mariadb --socket=/run/mysqld/init.sock -uroot "$@"; }
   esc() { printf '%s' "$1" | sed "s/'/''/g"; }
   {
     if [ -n "${MARIADB_DATABASE:-}" ]; then
@@ -30,7 +32,14 @@ if [ ! -d "$datadir/mysql" ]; then
     echo "GRANT ALL ON *.* TO 'root'@'%' WITH GRANT OPTION;"
     echo "ALTER USER 'root'@'localhost' IDENTIFIED BY '$(esc "$MARIADB_ROOT_PASSWORD")';"
     echo "FLUSH PRIVILEGES;"
-  } | sql
+  } | mariadb -uroot
+  for f in /docker-entrypoint-initdb.d/*; do
+    case "$f" in
+      *.sh) echo "running $f"; bash "$f" ;;
+      *.sql) echo "running $f"; mariadb -uroot -p"$MARIADB_ROOT_PASSWORD" < "$f" ;;
+      *) ;;
+    esac
+  done
   kill "$pid"
   wait "$pid" || true
 fi

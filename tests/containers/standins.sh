@@ -16,6 +16,7 @@ BASE=localhost/debian:bookworm
 PYTHON=docker.io/library/python:3.11-slim-bookworm
 MOSQUITTO=docker.io/library/eclipse-mosquitto:2.0.18
 MARIADB=docker.io/library/mariadb:11.4
+HAPROXY=docker.io/library/haproxy:2.8  # docker-compose.galera.yml
 
 have() { [ "$rebuild" = 0 ] && podman image exists "$1"; }
 step() { printf '[standins %(%H:%M:%S)T] %s\n' -1 "$*"; }
@@ -45,4 +46,5 @@ build() {  # build NAME CONTAINERFILE
 build "$PYTHON" Containerfile.python
 build "$MOSQUITTO" Containerfile.mosquitto
 build "$MARIADB" Containerfile.mariadb
+build "$HAPROXY" Containerfile.haproxy
 step "stand-ins ready"
