@@ -14,6 +14,7 @@ import hashlib
 import itertools
 import json
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -264,6 +265,28 @@ class AckMessage(_Frozen):
     epoch: str = Field(min_length=8, max_length=32)
     seq: int = Field(ge=-1, le=MAX_SEQ)
     ts: Timestamp
+
+
+def encode_acks(acks: Iterable[tuple[str, int]], ts: datetime) -> list[bytes]:
+    """The JSON of an AckMessage for each (epoch, seq), all with one timestamp: the bytes
+    ``AckMessage(...).model_dump_json()`` gives, written directly where the values are
+    plainly valid (an ingest publishes one ack per device per commit, 5,000 a second for a
+    fleet: the model cost 5 µs each). Anything else goes through the model, which refuses
+    what is invalid."""
+    stamp = AckMessage(epoch="00000000", seq=0, ts=ts).model_dump(mode="json")["ts"]
+    out = []
+    for epoch, seq in acks:
+        if (
+            8 <= len(epoch) <= 32
+            and epoch.isascii()
+            and epoch.isalnum()
+            and type(seq) is int
+            and -1 <= seq <= MAX_SEQ
+        ):
+            out.append(f'{{"v":1,"epoch":"{epoch}","seq":{seq},"ts":"{stamp}"}}'.encode())
+        else:
+            out.append(AckMessage(epoch=epoch, seq=seq, ts=ts).model_dump_json().encode())
+    return out
 
 
 UplinkMessage = Annotated[

@@ -113,3 +113,36 @@ def test_message_id_is_the_documented_uuid5() -> None:
         epoch, seq = f"{rng.getrandbits(64):x}", rng.randint(0, 2**62)
         name = f"earwitness:{device}/{epoch}/{seq}"
         assert message_id(device, epoch, seq) == uuid.uuid5(uuid.NAMESPACE_URL, name).hex
+
+
+def test_encode_acks_writes_what_the_model_writes() -> None:
+    """Acks written directly are byte for byte the model's JSON (devices in the field parse
+    them), and what the model refuses is still refused."""
+    from datetime import UTC, datetime, timedelta
+
+    from pydantic import ValidationError
+
+    from earwitness.shared.messages import MAX_SEQ, AckMessage, encode_acks
+
+    rng = random.Random(9)
+    alnum = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    base = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+    for i in range(300):
+        ts = base + timedelta(microseconds=rng.randint(0, 10**12) * (i % 3))
+        acks = [
+            (
+                "".join(rng.choice(alnum) for _ in range(rng.randint(8, 32))),
+                rng.choice([-1, 0, 1, rng.randint(0, MAX_SEQ), MAX_SEQ]),
+            )
+            for _ in range(5)
+        ]
+        got = encode_acks(acks, ts)
+        want = [AckMessage(epoch=e, seq=q, ts=ts).model_dump_json().encode() for e, q in acks]
+        assert got == want
+    for epoch, seq in [("short", 1), ("x" * 33, 1), ("abcdefgh", -2), ("abcdefgh", MAX_SEQ + 1)]:
+        with pytest.raises(ValidationError):
+            encode_acks([(epoch, seq)], base)
+    for epoch in ("ünïcødé12", 'ab"cd\\efgh'):  # not plain: the model writes (and escapes) it
+        assert encode_acks([(epoch, 3)], base) == [
+            AckMessage(epoch=epoch, seq=3, ts=base).model_dump_json().encode()
+        ]

@@ -31,7 +31,7 @@ from earwitness.cloud.ingest.validate import Limits, RawMessage, SeqKey
 from earwitness.cloud.ingest.workers import StoreProcess, StoreProcessConfig, StoreProcessError
 from earwitness.cloud.settings import CloudSettings
 from earwitness.shared import topics
-from earwitness.shared.messages import AckMessage
+from earwitness.shared.messages import encode_acks
 from earwitness.shared.metrics import HealthServer, Registry
 from earwitness.shared.mqtt import MqttConnection
 from earwitness.shared.service import DEFAULT_STOP_TIMEOUT_S, Health, Service
@@ -58,6 +58,7 @@ ACK_RESYNC_S = 2.0
 a subscription publish one device's acks independently, so an older watermark can reach
 the broker after a newer one and stay retained; the check publishes the newer one again."""
 ACK_REPUBLISH_CHUNK = 500  # streams per query (a reconnect's republish, a resync's pass)
+ACK_TOPICS_CACHED = 1_000_000  # devices whose ack topic is kept built, before starting over
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ class IngestService(Service):
         self._latencies: deque[float] = deque(maxlen=1000)
         self._acked: dict[SeqKey, int] = {}  # the highest ack this consumer published
         self._acked_lately: set[SeqKey] = set()
+        self._ack_topics: dict[tuple[str, str], str] = {}
         self._resync_due: list[SeqKey] = []  # streams of this round not yet checked
         self._next_ack_resync = time.monotonic() + ACK_RESYNC_S
         self._republish_acks = threading.Event()  # set on a reconnect: the store thread acts
@@ -381,8 +383,7 @@ class IngestService(Service):
                 self.mqtt.ack(token.mid, token.qos)
 
     def _publish_acks(self, watermarks: dict[SeqKey, int]) -> None:
-        now = datetime.now(UTC)
-        out: list[tuple[str, bytes]] = []
+        due: list[SeqKey] = []
         for key, seq in watermarks.items():
             if seq < self._acked.get(key, -1):
                 # Store processes finish in any order: a batch's watermark, read before a
@@ -391,13 +392,27 @@ class IngestService(Service):
                 continue
             self._acked[key] = seq
             self._acked_lately.add(key)
-            site, device, epoch = key
-            ack = AckMessage(epoch=epoch, seq=seq, ts=now)
-            out.append(
-                (topics.topic(site, device, topics.Downlink.ACK), ack.model_dump_json().encode())
-            )
+            due.append(key)
+        if not due:
+            return
+        payloads = encode_acks(((key[2], watermarks[key]) for key in due), datetime.now(UTC))
         # One write for the batch's acks (a publish per ack was a system call each).
-        self.mqtt.publish_many(out, qos=ACK_QOS, retain=True)
+        self.mqtt.publish_many(
+            [(self._ack_topic(key[0], key[1]), p) for key, p in zip(due, payloads, strict=True)],
+            qos=ACK_QOS,
+            retain=True,
+        )
+
+    def _ack_topic(self, site: str, device: str) -> str:
+        """A device's ack topic, built (and its ids checked) once per device."""
+        name = self._ack_topics.get((site, device))
+        if name is None:
+            if len(self._ack_topics) >= ACK_TOPICS_CACHED:
+                self._ack_topics.clear()
+            name = self._ack_topics[(site, device)] = topics.topic(
+                site, device, topics.Downlink.ACK
+            )
+        return name
 
     def _stored_watermarks(self, keys: Iterable[SeqKey], why: str) -> dict[SeqKey, int] | None:
         """The database's ack watermark of each stream; None (logged) when it is away."""
