@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("EARWITNESS_SHARED", REPO.parent / "shared")).resolve()
@@ -24,6 +25,16 @@ def machine() -> str:
     return (
         f"{platform.machine()}, {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
     )
+
+
+def local_mariadb() -> Any:
+    """The local MariaDB server's process (a psutil.Process), None when it is elsewhere."""
+    import psutil
+
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] in ("mariadbd", "mysqld"):
+            return proc
+    return None
 
 
 def percentile(values: list[float], q: float) -> float:

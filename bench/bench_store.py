@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import os
 import pstats
 import random
 import sys
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pymysql
 
-from bench._common import device_message, machine
+from bench._common import device_message, local_mariadb, machine
 from earwitness.cloud.clipstore import FileClipStore
 from earwitness.cloud.db.engine import make_engine
 from earwitness.cloud.db.migrate import upgrade
@@ -73,18 +72,12 @@ class Fleet:
 
 
 def mariadb_cpu_s() -> float | None:
-    """CPU seconds the local mariadbd has used (None when it is not a local process)."""
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if (proc / "comm").read_text().strip() not in ("mariadbd", "mysqld"):
-                continue
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return None
+    """CPU seconds the local MariaDB server has used (None when it is not local)."""
+    server = local_mariadb()
+    if server is None:
+        return None
+    times = server.cpu_times()
+    return float(times.user + times.system)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psutil
 import pymysql
 
-from bench._common import device_message, machine, percentile
+from bench._common import device_message, local_mariadb, machine, percentile
 from earwitness.cloud.db.engine import make_engine
 from earwitness.cloud.db.migrate import upgrade
 from earwitness.edge.agent import HEARTBEAT_JITTER
@@ -512,11 +512,9 @@ class Sampler:
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
-        mariadb = [
-            p for p in psutil.process_iter(["name"]) if p.info["name"] in ("mariadbd", "mysqld")
-        ]
-        if mariadb:
-            self.procs["mariadb"] = mariadb[0]
+        mariadb = local_mariadb()
+        if mariadb is not None:
+            self.procs["mariadb"] = mariadb
         self.cpu0 = self._cpu()
         self.t0 = time.monotonic()
         self.peak_rss: dict[str, float] = {}

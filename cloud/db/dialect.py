@@ -300,8 +300,7 @@ def _mysql_literal_upsert(
     params = _processed(
         [[row[c] if c in row else defaults[c] for c in order] for row in rows], plan.procs
     )
-    for statement in _statements(plan, params, driver.escape, driver.encoding):
-        conn.exec_driver_sql(statement, execution_options={"no_parameters": True})
+    _run_statements(conn, driver, plan, params)
     return True
 
 
@@ -335,8 +334,13 @@ def _mysql_insert_ignore(
             plan.prefix + plan.row + plan.suffix, [tuple(p) for p in params]
         )
         return max(0, int(result.rowcount))
+    return _run_statements(conn, driver, plan, params)
+
+
+def _run_statements(conn: Connection, driver: Any, plan: _InsertPlan, rows: list[list[Any]]) -> int:
+    """Write the rows as ``_statements``; the rows the database reports as inserted."""
     inserted = 0
-    for statement in _statements(plan, params, driver.escape, driver.encoding):
+    for statement in _statements(plan, rows, driver.escape, driver.encoding):
         # no_parameters: the text goes to the driver as it is, never %-formatted again
         result = conn.exec_driver_sql(statement, execution_options={"no_parameters": True})
         inserted += max(0, int(result.rowcount))
@@ -352,7 +356,7 @@ def _statements(
     """Multi-row INSERT statements with every value as an SQL literal, as PyMySQL's
     ``executemany`` writes them, cut at MAX_STATEMENT_BYTES. NULL, ints, floats and naive
     datetimes are written here (they were half of a fleet batch's cost in PyMySQL's per-value
-    dispatch); strings, datetimes and everything else go through the driver's own
+    dispatch); strings, aware datetimes and everything else go through the driver's own
     ``escape``, which honours the session's NO_BACKSLASH_ESCAPES."""
     from pymysql.converters import escape_float
 
