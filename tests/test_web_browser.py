@@ -152,6 +152,17 @@ def test_map_offline_with_feed_alerts_charts_and_local_tiles(tmp_path: Path) -> 
         expect(spectrogram).to_have_js_property("complete", True)
         assert spectrogram.evaluate("img => img.naturalHeight") == 128
         page.locator(".leaflet-popup-close-button").dispatch_event("click")
+        # The alert list refreshes every 10 s and places its alerts again; an unchanged alert
+        # keeps its marker element (a click once got lost on an element replaced under it).
+        page.evaluate(
+            "() => { window.ewMarker = document.querySelector('.ew-alert');"
+            " window.ewItem = document.getElementById('ew-alert-list').firstChild;"
+            " EW.alertListeners.forEach(fn => fn({id: -1})); }"
+        )
+        page.wait_for_function(
+            "() => document.getElementById('ew-alert-list').firstChild !== window.ewItem"
+        )
+        assert page.evaluate("() => document.querySelector('.ew-alert') === window.ewMarker")
         # The alert popup: evidence with its clip; an admin acknowledges it.
         page.locator(".ew-alert").click()
         alert_popup = page.locator(".leaflet-popup .ew-alert-popup")

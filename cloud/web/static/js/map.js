@@ -168,14 +168,18 @@
       members.sort(function (x, y) { return (RANK[x.state] - RANK[y.state]) || (y.id - x.id); });
       var top = members[0];
       var open = members.filter(function (x) { return x.state === 'open'; }).length;
+      // The icon is rebuilt only when what it shows changes: the alert list refreshes every
+      // few seconds, and replacing the element under a pointer would swallow that click.
+      var look = top.id + '/' + top.state + '/' + top.severity + '/' + open;
       if (!spot.marker) {
         spot.marker = L.marker(where, {pane: 'ew-alerts', zIndexOffset: 1000, icon: alertIcon(top, open)});
         spot.marker.bindPopup(EW.el('i', {text: 'loading alert'}), {maxWidth: 480, minWidth: 320, maxHeight: 460, autoPanPadding: [70, 70]});
         spot.marker.on('popupopen', function (e) { EW.alertPopup(e.popup, spot.marker.ewAlertId); });
         alertsLayer.addLayer(spot.marker);
-      } else {
+      } else if (spot.look !== look) {
         spot.marker.setIcon(alertIcon(top, open));
       }
+      spot.look = look;
       spot.marker.ewAlertId = spot.marker.ewPinned || top.id;
       spot.key = key;
       a.spot = spot;
