@@ -12,6 +12,10 @@ until an ack covers it, re-sent after a reconnect (at most ``ACK_WINDOW`` unackn
 and when acks stop moving, and reconnects with the agent's backoff
 (``shared.mqtt.reconnect_delay``; ``--backoff doubling`` is paho's own, unjittered).
 
+The private broker enforces the production ACL (deploy/mosquitto/services.acl and the
+per-device rules, ``--acl none`` for the anonymous demo broker), so ingest is not sent its
+own acks back, as in a deployment.
+
 Phases: connect the fleet over ``--ramp`` s; steady state for ``--steady`` s (latency from
 a message's publish to the device receiving the ack that covers it, which is sent only
 after the commit: an upper bound of publish-to-commit); a broker outage of ``--outage`` s
@@ -57,6 +61,7 @@ from earwitness.cloud.db.migrate import upgrade
 from earwitness.edge.agent import HEARTBEAT_JITTER
 from earwitness.edge.publisher import ACK_WINDOW
 from earwitness.shared.mqtt import reconnect_delay, remaining_length
+from earwitness.shared.topics import Kind
 from tests.services import PrivateBroker, port_open
 
 MESSAGE_TABLES = ("inferences", "heartbeats")
@@ -419,6 +424,21 @@ class Fleet:
 
 
 # -- the services ------------------------------------------------------------------------
+SERVICES_ACL = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto" / "services.acl"
+
+
+def fleet_acl() -> str:
+    """The production broker's ACL: deploy/mosquitto/services.acl as it is (ingest reads
+    the five uplink kinds and writes acks), and for devices the rules onboard-device.sh
+    writes per device, as patterns on the client id (the simulator's devices have no
+    passwords; the broker has no password file, so a user name is taken as given). With
+    it, the broker does not send ingest its own acks back, as in a real deployment; the
+    anonymous demo broker does (``--acl none``), one delivery per ack."""
+    devices = [f"pattern write earwitness/v1/+/%c/{kind}" for kind in Kind]
+    devices += ["pattern read earwitness/v1/+/%c/ack", "pattern read earwitness/v1/+/%c/config"]
+    return SERVICES_ACL.read_text() + "\n# simulated devices\n" + "\n".join(devices) + "\n"
+
+
 @dataclass
 class Services:
     work: Path
@@ -434,7 +454,7 @@ class Services:
         name = self.db_name if db == "self" else db
         return pymysql.connect(host="127.0.0.1", user="root", database=name, autocommit=True)
 
-    def start(self, writers: int, consumers: int) -> None:
+    def start(self, writers: int, consumers: int, acl: bool = True) -> None:
         admin = self.connect(None)
         with admin.cursor() as cur:
             cur.execute(f"CREATE DATABASE {self.db_name}")
@@ -442,10 +462,16 @@ class Services:
         engine = make_engine(self.db_url)
         upgrade(engine)
         engine.dispose()
-        self.broker = PrivateBroker("autosave_interval 30\nmax_keepalive 120\n")
+        conf = "autosave_interval 30\nmax_keepalive 120\n"
+        if acl:
+            acl_file = self.work / "fleet.acl"
+            acl_file.write_text(fleet_acl())
+            conf += f"acl_file {acl_file}\n"
+        self.broker = PrivateBroker(conf)
         self.broker.start()
         env = {
             **os.environ,
+            **({"EARWITNESS_MQTT__USERNAME": "ingest"} if acl else {}),
             "EARWITNESS_DATABASE_URL": self.db_url,
             "EARWITNESS_MQTT__PORT": str(self.broker.port),
             "EARWITNESS_INGEST__GROUP": "fleet",
@@ -676,7 +702,7 @@ async def run(args: argparse.Namespace) -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     work = Path(tempfile.mkdtemp(prefix="ew-fleet-"))
     services = Services(work)
-    services.start(args.writers, args.consumers)
+    services.start(args.writers, args.consumers, acl=args.acl == "production")
     assert services.broker is not None
     status = 1
     fleet = Fleet(
@@ -691,8 +717,8 @@ async def run(args: argparse.Namespace) -> int:
         log(
             f"{machine()}; {args.devices} devices on {fleet.sites} sites, one inference per"
             f" {args.period:g} s, heartbeat {args.heartbeat:g} s, backoff {args.backoff},"
-            f" {args.loop} event loop;"
-            f" broker :{services.broker.port}, database {services.db_name}"
+            f" {args.loop} event loop; broker ACL {args.acl},"
+            f" :{services.broker.port}, database {services.db_name}"
         )
         deadline = time.monotonic() + 30
         while not port_open("127.0.0.1", services.broker.port) and time.monotonic() < deadline:
@@ -844,6 +870,13 @@ def main(argv: list[str] | None = None) -> int:
         help="spread: each device's heartbeats at a random phase of the period (a fleet"
         " that has run a while); together: every device's first at once (a site powered"
         " on at once), later ones spread only by the agent's jitter",
+    )
+    parser.add_argument(
+        "--acl",
+        choices=("production", "none"),
+        default="production",
+        help="production: the broker enforces deploy/mosquitto/services.acl and the device"
+        " rules (acks are not delivered back to ingest); none: the anonymous demo broker",
     )
     parser.add_argument("--keep", action="store_true", help="keep the database and files")
     parser.add_argument(
