@@ -168,7 +168,7 @@ def main() -> None:
     n = 20000
     t = time.perf_counter()
     for _ in range(n):
-        head.scores(feats)
+        head.scores(feats, feats)  # a window and its predecessor, as on the device
     print(f"head per window: {(time.perf_counter() - t) / n * 1000:.4f} ms")
     if not args.no_extra:
         unseen_false_alarms(model, examples, args.extra, settings)

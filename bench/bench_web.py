@@ -37,7 +37,7 @@ from earwitness.cloud.db.migrate import upgrade
 from earwitness.cloud.db.models import Inference
 from earwitness.cloud.db.repo import retention
 from earwitness.cloud.prune import prune
-from earwitness.cloud.settings import CloudSettings
+from earwitness.cloud.settings import CloudSettings, WebSettings
 from earwitness.cloud.web.app import create_app
 from tests.browser import CHROMIUM_ARGS, chromium_path, serve
 
@@ -203,6 +203,13 @@ def main() -> None:
     )
     parser.add_argument("--loads", type=int, default=10, help="map loads measured after the first")
     parser.add_argument(
+        "--map-limit",
+        type=int,
+        default=100_000,
+        help="web.map_detections_limit (the product's default is"
+        f" {WebSettings.model_fields['map_detections_limit'].default:,})",
+    )
+    parser.add_argument(
         "--keep", default=None, help="use (and keep) this database, filling it only if empty"
     )
     args = parser.parse_args()
@@ -233,7 +240,7 @@ def main() -> None:
         settings = CloudSettings(
             database_url=url,
             clips={"url": str(clips)},
-            web={"auth": False, "detection_min_score": 0.0, "map_detections_limit": 100_000},
+            web={"auth": False, "detection_min_score": 0.0, "map_detections_limit": args.map_limit},
         )
         app = create_app(settings, engine, FileClipStore(clips))
         with serve(app) as base:
@@ -257,7 +264,8 @@ def main() -> None:
                 count = int(loads[0].pop("count"))
                 first, rest = loads[0], loads[1:]
                 print(
-                    f"map: {args.devices} devices and {count:,} detections in headless Chromium,"
+                    f"map: {args.devices} devices and {count:,} detections"
+                    f" (map_detections_limit {args.map_limit:,}) in headless Chromium,"
                     f" a new context (empty cache) per load; the first load after the server"
                     f" started, then the median and worst of {args.loads} more:"
                 )

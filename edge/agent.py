@@ -36,7 +36,12 @@ from earwitness.shared import __version__, topics
 from earwitness.shared.audio import SAMPLE_RATE
 from earwitness.shared.blas import limit_blas_threads
 from earwitness.shared.errors import ConfigError
-from earwitness.shared.frontend import PATCH_SAMPLES, PATCH_SECONDS, StreamingFrontend
+from earwitness.shared.frontend import (
+    PATCH_HOP_SAMPLES,
+    PATCH_SAMPLES,
+    PATCH_SECONDS,
+    StreamingFrontend,
+)
 from earwitness.shared.heads import Head, head_features, load_heads
 from earwitness.shared.labels import ClassMap, LabelGroups
 from earwitness.shared.messages import (
@@ -103,6 +108,7 @@ class EdgeAgent(Service):
 
     def __init__(self, cfg: EdgeSettings, source: AudioSource | None = None) -> None:
         self.cfg = cfg
+        self._last_features: tuple[int, np.ndarray] | None = None  # (position, head input)
         limit_blas_threads(cfg.model.blas_threads)
         model_dir = cfg.model.dir
         # Embeddings (what heads read) when heads run now or may arrive by remote config.
@@ -283,13 +289,18 @@ class EdgeAgent(Service):
     def head_ids(self) -> list[str] | None:
         return [h.head_id for h in self.heads] or None
 
-    def _custom_scores(self, rt: _Runtime, result: WindowResult) -> dict[str, float]:
+    def _custom_scores(self, rt: _Runtime, result: WindowResult, position: int) -> dict[str, float]:
         if not rt.heads or result.embedding is None:
             return {}
         features = head_features(result.embedding, result.scores)
+        # A delta head compares with the window one hop earlier; after a gap (dropped
+        # audio, a new replay file) there is none, and the first window reads no change.
+        last = self._last_features
+        previous = last[1] if last and last[0] == position - PATCH_HOP_SAMPLES else None
+        self._last_features = (position, features)
         scores: dict[str, float] = {}
         for head in rt.heads:
-            for c, v in zip(head.classes, head.scores(features)[0], strict=True):
+            for c, v in zip(head.classes, head.scores(features, previous)[0], strict=True):
                 scores[c] = round(float(v), 4)
         return scores
 
@@ -318,7 +329,7 @@ class EdgeAgent(Service):
             level = dbfs(self.ring.read(position, position + PATCH_SAMPLES))
             leq = self.leq.add(level)
             group_scores = self.groups.scores(result.scores)
-            custom = self._custom_scores(rt, result)
+            custom = self._custom_scores(rt, result, position)
             self.speech.add(position, position + PATCH_SAMPLES, group_scores.get("speech", 0.0))
             updates = rt.detector.update(
                 window_start, PATCH_SECONDS, result.scores, group_scores, level, custom

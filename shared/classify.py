@@ -152,6 +152,7 @@ def classify_stream(
     peak: npt.NDArray[np.float32] | None = None
     windows: list[tuple[float, list[Label]]] = []
     custom_rows: list[npt.NDArray[np.float32]] = []
+    previous: list[npt.NDArray[np.float32]] = []  # the last window's head input (delta heads)
 
     def run(patches: list[Any]) -> None:
         nonlocal total, peak
@@ -161,7 +162,9 @@ def classify_stream(
             peak = r.scores.copy() if peak is None else np.maximum(peak, r.scores)
             windows.append((patch.start_seconds, _labels(class_map, r.scores, top_k)))
             if head is not None and r.embedding is not None:
-                custom_rows.append(head.scores(head_features(r.embedding, r.scores))[0])
+                window = head_features(r.embedding, r.scores)
+                custom_rows.append(head.scores(window, previous[0] if previous else None)[0])
+                previous[:] = [window]
 
     for block in blocks:
         run(frontend.push(block))

@@ -88,16 +88,27 @@ def test_weights_are_stored_as_float16_and_format_1_files_still_load(
     distress_head: tuple[Path, Split], tmp_path: Path
 ) -> None:
     """A trained head's arrays are on the float16 grid (stored at half the bytes, the
-    same scores after loading); a format 1 file with float32 arrays loads unchanged."""
-    from earwitness.shared.heads import _digest
+    same scores after loading); it reads the embedding's change too (format 3); a format
+    1 file with float32 arrays and a format 2 file (no delta) load unchanged."""
+    from earwitness.shared.heads import INPUTS, Head, _digest
 
     path, _ = distress_head
     doc = json.loads(path.read_text())
-    assert doc["format_version"] == 2
+    assert doc["format_version"] == 3 and doc["input"] == INPUTS[True]
     assert all("f16" in blob and "f32" not in blob for blob in doc["arrays"].values())
-    head = load_head(path)
-    feats = np.random.default_rng(1).normal(size=(5, 1545)).astype(np.float32)
-    v1 = dict(doc, format_version=1)
+    assert load_head(path).delta
+    rng = np.random.default_rng(1)
+    shapes = {"mean": (1545,), "scale": (1545,), "w1": (1545, 8), "b1": (8,), "w2": (8, 1)}
+    arrays = {k: rng.normal(size=shape).astype(np.float32) for k, shape in shapes.items()}
+    arrays["b2"] = np.zeros(1, np.float32)
+    arrays["scale"] = np.abs(arrays["scale"]) + 0.5
+    plain = Head("plain", ["glass_break"], {"glass_break": 0.5}, "yamnet-int8@x", arrays)
+    plain.save(tmp_path / "plain.json")
+    v2 = json.loads((tmp_path / "plain.json").read_text())
+    assert v2["format_version"] == 2 and v2["input"] == INPUTS[False]
+    head = load_head(tmp_path / "plain.json")
+    feats = rng.normal(size=(5, 1545)).astype(np.float32)
+    v1 = dict(v2, format_version=1)
     v1["arrays"] = {
         k: {
             "shape": list(head.arrays[k].shape),
@@ -107,13 +118,43 @@ def test_weights_are_stored_as_float16_and_format_1_files_still_load(
     }
     v1["sha256"] = _digest(v1)
     old = parse_head(json.dumps(v1).encode(), "v1.json")
+    assert not old.delta
     np.testing.assert_array_equal(old.scores(feats), head.scores(feats))
-    assert old.to_document()["arrays"] == doc["arrays"]  # exact float16 values: f16 again
-    unknown = dict(doc, format_version=3)
+    unknown = dict(doc, format_version=4)
     unknown["sha256"] = _digest(unknown)
-    with pytest.raises(HeadError, match="format version 3, this release reads 1, 2"):
+    with pytest.raises(HeadError, match="format version 4, this release reads 1, 2, 3"):
         parse_head(json.dumps(unknown).encode(), "future.json")
-    assert len(path.read_bytes()) < 500_000, "a head must fit a remote config inline"
+    # A delta head's arrays under format 2 (an edited file) are refused by their shape.
+    as_v2 = dict(doc, format_version=2, input=INPUTS[False])
+    as_v2["sha256"] = _digest(as_v2)
+    with pytest.raises(HeadError, match=r"shape \(2569,\), expected \(1545,\)"):
+        parse_head(json.dumps(as_v2).encode(), "edited.json")
+    wrong_input = dict(doc, input="vggish-128")
+    wrong_input["sha256"] = _digest(wrong_input)
+    with pytest.raises(HeadError, match="input 'vggish-128'"):
+        parse_head(json.dumps(wrong_input).encode(), "other.json")
+    assert len(path.read_bytes()) < 700_000, "a head must fit a remote config inline"
+
+
+def test_a_delta_head_scores_a_stream_window_by_window_as_a_whole_clip(
+    distress_head: tuple[Path, Split],
+) -> None:
+    """What a device computes one window at a time (with the window before) equals the
+    whole clip at once; the first window reads no change; a change makes a difference."""
+    path, _ = distress_head
+    head = load_head(path)
+    # windows like the training data (random ones of unit variance saturate every score)
+    mean, scale = head.arrays["mean"][:1545], head.arrays["scale"][:1545]
+    noise = np.random.default_rng(2).normal(size=(6, 1545))
+    feats = (mean + 0.5 * scale * noise).astype(np.float32)
+    whole = head.scores(feats)
+    assert whole.min() > 0.001 and whole.max() < 0.999, "scores not saturated"
+    one_by_one = [head.scores(feats[:1])[0]]
+    one_by_one += [head.scores(feats[i], feats[i - 1])[0] for i in range(1, 6)]
+    # float32 sums of 2,569 products differ in the last bits between one row and a batch
+    np.testing.assert_allclose(np.stack(one_by_one), whole, atol=2e-3)
+    np.testing.assert_allclose(head.scores(feats[:1], feats[0]), whole[:1], atol=2e-3)
+    assert np.abs(head.scores(feats[3], feats[0]) - whole[3:4]).max() > 0.02
 
 
 def _tamper(path: Path, change: Any, tmp_path: Path) -> Path:

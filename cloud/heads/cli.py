@@ -23,6 +23,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         target_precision=args.target_precision,
         validation=args.validation,
         seed=args.seed,
+        delta=not args.no_delta,
     )
     relabel = parse_relabel(args.map)
     examples = read_dataset(args.directory, relabel)
@@ -174,6 +175,12 @@ def register(sub: Any) -> None:
         help="rename a label when reading (e.g. glass_breaking=glass_break); repeatable",
     )
     p.add_argument("--seed", type=int, default=0, help="augmentation, split and training seed")
+    p.add_argument(
+        "--no-delta",
+        action="store_true",
+        help="leave out each window's embedding change from the previous window (a head"
+        " older releases can load: format 2)",
+    )
     p.add_argument("--report", type=Path, default=None, help="report folder (default: OUT-report)")
     p.add_argument("--model", default="yamnet-int8")
     p.add_argument("--model-dir", type=Path, default=None)
