@@ -20,8 +20,8 @@ from earwitness.shared.config import MqttSettings, format_errors, load_yaml
 from earwitness.shared.errors import ConfigError
 from earwitness.shared.heads import parse_head
 from earwitness.shared.mqtt import MqttConnection
-from earwitness.shared.runtime_settings import RuntimeSettings
-from earwitness.shared.signing import load_private_key, sign
+from earwitness.shared.runtime_settings import MAX_INLINE_HEAD_CHARS, RuntimeSettings
+from earwitness.shared.signing import MAX_CONFIG_BYTES, load_private_key, sign
 from earwitness.shared.topics import Downlink, topic
 
 PUBLISH_TIMEOUT_S = 10.0
@@ -48,6 +48,12 @@ def head_ref(blob: bytes, url_base: str | None = None) -> dict[str, Any]:
         ref["url"] = f"{url_base.rstrip('/')}/api/v1/heads/{sha}/artifact"
     else:
         ref["artifact"] = base64.b64encode(blob).decode()
+        if len(ref["artifact"]) > MAX_INLINE_HEAD_CHARS:
+            raise ConfigError(
+                f"head {head.name!r} ({len(blob)} bytes) is too large to ship inline (at most"
+                f" {MAX_INLINE_HEAD_CHARS * 3 // 4} bytes): upload it (earwitness heads upload)"
+                " and sign with --head-url"
+            )
     return ref
 
 
@@ -68,7 +74,13 @@ def signed_payload(
             RuntimeSettings.model_validate(runtime)
         except ValidationError as exc:
             raise ConfigError(format_errors(exc, "remote config with heads")) from exc
-    return sign(load_private_key(key_file), site, device, version, runtime), version
+    payload = sign(load_private_key(key_file), site, device, version, runtime)
+    if len(payload) > MAX_CONFIG_BYTES:  # the device would refuse it: say so here
+        raise ConfigError(
+            f"remote config of {len(payload)} bytes, devices refuse more than"
+            f" {MAX_CONFIG_BYTES}: ship heads by URL (--head-url) instead of inline"
+        )
+    return payload, version
 
 
 def push(mqtt: MqttSettings, site: str, device: str, payload: bytes) -> None:

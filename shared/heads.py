@@ -11,16 +11,16 @@ The artifact is a JSON document: readable metadata (classes, thresholds, the YAM
 it expects, the training-data hash and the validation report) and base64 arrays, float16
 where that holds the values exactly (training rounds its weights to float16 before it
 calibrates, so the file a device loads is the model that was calibrated, at half the
-bytes: a 64-unit delta head is ~0.45 MB and fits a signed remote config inline), float32
+bytes: a 96-unit head is ~0.4 MB and fits a signed remote config inline), float32
 otherwise. Format 1 files (float32 only) still load.
 A sha256 over the canonical document makes a damaged or edited file fail to load.
 
 A head may also read how the embedding changed since the previous window (``delta``,
-format 3): a scream or a crash is a change in the room, a vacuum cleaner or a siren that
-has been going for a minute is not, though single windows of both look alike. Measured
-on the distress clips (docs/benchmarks.md) it raised glass_break's mean recall at
-precision 0.95 by 0.02-0.05 over two fold splits (scream: +0.05, -0.03). The first
-window of a stream or clip has no predecessor and reads a delta of zero.
+format 3, `earwitness train --delta`): a scream or a crash is a change in the room, a
+vacuum cleaner that has been going for a minute is not, though single windows of both
+look alike. It raised recall on the distress folds and false alarms on unseen clips
+(docs/benchmarks.md), so it is not the default. The first window of a stream or clip
+has no predecessor and reads a delta of zero.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ INPUTS = {
     False: "yamnet-embedding-1024+logodds-521",
     True: "yamnet-embedding-1024+logodds-521+embedding-delta-1024",
 }
-MAX_HEAD_BYTES = 16 * 1024 * 1024  # a 2569x64 float16 MLP is ~0.45 MB; refuse anything absurd
+MAX_HEAD_BYTES = 16 * 1024 * 1024  # a 1545x96 float16 MLP is ~0.4 MB; refuse anything absurd
 CLASS_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")  # becomes a label in messages and SQL
 LOGIT_CLIP = 1e-4  # scores of exactly 0 or 1 would be infinite log-odds
 ARRAYS = ("mean", "scale", "w1", "b1", "w2", "b2")

@@ -109,3 +109,16 @@ def distress_head(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-
     out = base / "distress.json"
     assert main(["train", str(data), "--out", str(out), "--model-dir", str(MODELS)]) == 0
     return out, split
+
+
+@pytest.fixture(scope="session")
+def delta_head(distress_head):  # type: ignore[no-untyped-def]
+    """The same training with `--delta` (format 3): (head file, Split)."""
+    from earwitness.cli import main
+
+    path, split = distress_head
+    out = path.with_name("distress-delta.json")
+    data = path.parent / "train"
+    args = ["train", str(data), "--out", str(out), "--delta", "--model-dir", str(MODELS)]
+    assert main(args) == 0
+    return out, split

@@ -88,27 +88,17 @@ def test_weights_are_stored_as_float16_and_format_1_files_still_load(
     distress_head: tuple[Path, Split], tmp_path: Path
 ) -> None:
     """A trained head's arrays are on the float16 grid (stored at half the bytes, the
-    same scores after loading); it reads the embedding's change too (format 3); a format
-    1 file with float32 arrays and a format 2 file (no delta) load unchanged."""
-    from earwitness.shared.heads import INPUTS, Head, _digest
+    same scores after loading); a format 1 file with float32 arrays loads unchanged."""
+    from earwitness.shared.heads import INPUTS, _digest
 
     path, _ = distress_head
     doc = json.loads(path.read_text())
-    assert doc["format_version"] == 3 and doc["input"] == INPUTS[True]
+    assert doc["format_version"] == 2 and doc["input"] == INPUTS[False]
     assert all("f16" in blob and "f32" not in blob for blob in doc["arrays"].values())
-    assert load_head(path).delta
-    rng = np.random.default_rng(1)
-    shapes = {"mean": (1545,), "scale": (1545,), "w1": (1545, 8), "b1": (8,), "w2": (8, 1)}
-    arrays = {k: rng.normal(size=shape).astype(np.float32) for k, shape in shapes.items()}
-    arrays["b2"] = np.zeros(1, np.float32)
-    arrays["scale"] = np.abs(arrays["scale"]) + 0.5
-    plain = Head("plain", ["glass_break"], {"glass_break": 0.5}, "yamnet-int8@x", arrays)
-    plain.save(tmp_path / "plain.json")
-    v2 = json.loads((tmp_path / "plain.json").read_text())
-    assert v2["format_version"] == 2 and v2["input"] == INPUTS[False]
-    head = load_head(tmp_path / "plain.json")
-    feats = rng.normal(size=(5, 1545)).astype(np.float32)
-    v1 = dict(v2, format_version=1)
+    head = load_head(path)
+    assert not head.delta
+    feats = np.random.default_rng(1).normal(size=(5, 1545)).astype(np.float32)
+    v1 = dict(doc, format_version=1)
     v1["arrays"] = {
         k: {
             "shape": list(head.arrays[k].shape),
@@ -118,12 +108,24 @@ def test_weights_are_stored_as_float16_and_format_1_files_still_load(
     }
     v1["sha256"] = _digest(v1)
     old = parse_head(json.dumps(v1).encode(), "v1.json")
-    assert not old.delta
     np.testing.assert_array_equal(old.scores(feats), head.scores(feats))
+    assert old.to_document()["arrays"] == doc["arrays"]  # exact float16 values: f16 again
     unknown = dict(doc, format_version=4)
     unknown["sha256"] = _digest(unknown)
     with pytest.raises(HeadError, match="format version 4, this release reads 1, 2, 3"):
         parse_head(json.dumps(unknown).encode(), "future.json")
+    assert len(path.read_bytes()) < 500_000, "a head must fit a remote config inline"
+
+
+def test_a_delta_head_is_format_3_and_its_file_says_what_it_reads(
+    delta_head: tuple[Path, Split],
+) -> None:
+    from earwitness.shared.heads import INPUTS, _digest
+
+    path, _ = delta_head
+    doc = json.loads(path.read_text())
+    assert doc["format_version"] == 3 and doc["input"] == INPUTS[True]
+    assert load_head(path).delta and doc["meta"]["settings"]["delta"] is True
     # A delta head's arrays under format 2 (an edited file) are refused by their shape.
     as_v2 = dict(doc, format_version=2, input=INPUTS[False])
     as_v2["sha256"] = _digest(as_v2)
@@ -133,15 +135,14 @@ def test_weights_are_stored_as_float16_and_format_1_files_still_load(
     wrong_input["sha256"] = _digest(wrong_input)
     with pytest.raises(HeadError, match="input 'vggish-128'"):
         parse_head(json.dumps(wrong_input).encode(), "other.json")
-    assert len(path.read_bytes()) < 700_000, "a head must fit a remote config inline"
 
 
 def test_a_delta_head_scores_a_stream_window_by_window_as_a_whole_clip(
-    distress_head: tuple[Path, Split],
+    delta_head: tuple[Path, Split],
 ) -> None:
     """What a device computes one window at a time (with the window before) equals the
     whole clip at once; the first window reads no change; a change makes a difference."""
-    path, _ = distress_head
+    path, _ = delta_head
     head = load_head(path)
     # windows like the training data (random ones of unit variance saturate every score)
     mean, scale = head.arrays["mean"][:1545], head.arrays["scale"][:1545]
@@ -318,13 +319,17 @@ def test_group_folds_never_split_a_recording() -> None:
         )
 
 
+@pytest.mark.parametrize("which", ["distress_head", "delta_head"])
 def test_classify_and_eval_head_cli(
-    distress_head: tuple[Path, Split],
+    which: str,
+    request: pytest.FixtureRequest,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     patch_model: YamnetModel,
 ) -> None:
-    path, split = distress_head
+    """classify streams windows (a delta head gets each window's predecessor) and must
+    give the scores of the whole clip at once."""
+    path, split = request.getfixturevalue(which)
     clip = next(e.path for e in split.held_out if e.label == "scream")
     assert (
         main(["classify", str(clip), "--head", str(path), "--json", "--model-dir", str(MODELS)])
@@ -337,6 +342,8 @@ def test_classify_and_eval_head_cli(
     expected = head.scores(embed(patch_model, audio.load(clip))[0])
     assert len(custom["windows"]) == len(expected)
     assert custom["scores"]["scream"] == pytest.approx(float(expected[:, 1].max()), abs=1e-3)
+    streamed = np.array([[w[c] for c in head.classes] for w in custom["windows"]])
+    np.testing.assert_allclose(streamed, expected, atol=2e-3)
     decided = [c for c in head.classes if custom["scores"][c] >= head.thresholds[c]]
     assert custom["detected"] == decided
 

@@ -54,10 +54,11 @@ def _on_window_grid(part: np.ndarray) -> np.ndarray:
     return np.pad(part, (0, -len(part) % PATCH_HOP_SAMPLES))
 
 
+@pytest.mark.parametrize("which", ["distress_head", "delta_head"])
 def test_device_runs_a_head_and_the_cloud_stores_its_detections(
-    distress_head: tuple[Path, Split], patch_model: YamnetModel, tmp_path: Path
+    which: str, request: pytest.FixtureRequest, patch_model: YamnetModel, tmp_path: Path
 ) -> None:
-    head_path, split = distress_head
+    head_path, split = request.getfixturevalue(which)
     head = load_head(head_path)
     scream = _detected_clip(patch_model, head_path, split, "scream")
     glass = _detected_clip(patch_model, head_path, split, "glass_break")
@@ -84,6 +85,13 @@ def test_device_runs_a_head_and_the_cloud_stores_its_detections(
         collector.close()
         windows = [m for m in decoded if isinstance(m, InferenceMessage)]
         assert windows and all(set(m.custom or {}) == set(head.classes) for m in windows)
+        # Window by window on the device (a delta head with each window's predecessor) as
+        # the whole recording offline.
+        offline = head.scores(embed(patch_model, wave)[0])
+        n = min(len(windows), len(offline))
+        assert n >= len(offline) - 1
+        on_device = np.array([[(m.custom or {})[c] for c in head.classes] for m in windows])
+        np.testing.assert_allclose(on_device[:n], offline[:n], atol=2e-3)
         detected = {c for m in windows for c in m.detected or []}
         assert detected == {"scream", "glass_break"}
         for m in windows:  # the device decides with the head's calibrated thresholds

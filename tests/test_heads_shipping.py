@@ -139,7 +139,7 @@ def test_heads_go_to_a_running_device_and_bad_ones_never_replace_good_ones(
 
 
 def test_heads_upload_list_and_sign_from_the_command_line(
-    distress_head: tuple[Path, Any], tmp_path: Path
+    distress_head: tuple[Path, Any], delta_head: tuple[Path, Any], tmp_path: Path
 ) -> None:
     import os
     import subprocess
@@ -186,3 +186,6 @@ def test_heads_upload_list_and_sign_from_the_command_line(
             assert base64.b64decode(ref["artifact"]) == head_path.read_bytes()
     missing = cli("config", "sign", "site1/dev1", "--key", str(key), "--head", "nothing")
     assert missing.returncode != 0 and "earwitness heads list" in missing.stderr
+    # A 96-unit delta head inline makes a config devices would refuse: refused here.
+    big = cli("config", "sign", "site1/dev1", "--key", str(key), "--head", str(delta_head[0]))
+    assert big.returncode != 0 and "--head-url" in big.stderr, big.stderr

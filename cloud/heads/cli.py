@@ -23,7 +23,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         target_precision=args.target_precision,
         validation=args.validation,
         seed=args.seed,
-        delta=not args.no_delta,
+        delta=args.delta,
     )
     relabel = parse_relabel(args.map)
     examples = read_dataset(args.directory, relabel)
@@ -176,10 +176,11 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="augmentation, split and training seed")
     p.add_argument(
-        "--no-delta",
+        "--delta",
         action="store_true",
-        help="leave out each window's embedding change from the previous window (a head"
-        " older releases can load: format 2)",
+        help="also read each window's embedding change from the previous window (format 3:"
+        " better recall on the distress folds, more false alarms on unseen clips; too large"
+        " to ship inline, use --head-url)",
     )
     p.add_argument("--report", type=Path, default=None, help="report folder (default: OUT-report)")
     p.add_argument("--model", default="yamnet-int8")
