@@ -152,10 +152,10 @@ def classify_stream(
     peak: npt.NDArray[np.float32] | None = None
     windows: list[tuple[float, list[Label]]] = []
     custom_rows: list[npt.NDArray[np.float32]] = []
-    previous: list[npt.NDArray[np.float32]] = []  # the last window's head input (delta heads)
+    previous: npt.NDArray[np.float32] | None = None  # the last window's head input (delta)
 
     def run(patches: list[Any]) -> None:
-        nonlocal total, peak
+        nonlocal total, peak, previous
         for patch in patches:
             r = model.run_patch(patch.features)
             total = r.scores.astype(np.float64) if total is None else total + r.scores
@@ -163,8 +163,8 @@ def classify_stream(
             windows.append((patch.start_seconds, _labels(class_map, r.scores, top_k)))
             if head is not None and r.embedding is not None:
                 window = head_features(r.embedding, r.scores)
-                custom_rows.append(head.scores(window, previous[0] if previous else None)[0])
-                previous[:] = [window]
+                custom_rows.append(head.scores(window, previous)[0])
+                previous = window
 
     for block in blocks:
         run(frontend.push(block))
