@@ -189,3 +189,6 @@ def test_heads_upload_list_and_sign_from_the_command_line(
     # A 96-unit delta head inline makes a config devices would refuse: refused here.
     big = cli("config", "sign", "site1/dev1", "--key", str(key), "--head", str(delta_head[0]))
     assert big.returncode != 0 and "--head-url" in big.stderr, big.stderr
+    # Two heads, each small enough inline, make a config over what devices accept.
+    two = cli("config", "sign", "site1/dev1", "--key", str(key), "--head", sha, "--head", sha)
+    assert two.returncode != 0 and "devices refuse more than" in two.stderr, two.stderr
